@@ -18,10 +18,16 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Importing a command module registers its commands on `app`.
+    import cli.doctor_cmd  # noqa: F401
+    from cli import export_cmd, fuse_cmd  # noqa: F401
     from cli import train_cmd  # noqa: F401
 
 
 def main() -> None:
+    # First, before anything imports mlx: on Linux CPUs re-exec with OpenBLAS preloaded.
+    from clo_mlx.blas import ensure_fast_blas
+
+    ensure_fast_blas()
     _register_commands()
     app()
 
