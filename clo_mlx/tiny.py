@@ -161,7 +161,9 @@ def build_tiny_model(
     """Build a tiny random model with a freshly trained tokenizer in `out_dir` (HF layout)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    actual_vocab = train_tokenizer(texts if texts is not None else DEFAULT_TEXT, vocab_size, out_dir)
+    actual_vocab = train_tokenizer(
+        texts if texts is not None else DEFAULT_TEXT, vocab_size, out_dir
+    )
     config = model_config(arch=arch, vocab_size=actual_vocab, **config_overrides)
     special_ids = json.loads((out_dir / "tokenizer.json").read_text())["added_tokens"]
     ids = {t["content"]: t["id"] for t in special_ids}

@@ -1,0 +1,72 @@
+"""Per-sequence response log-probs: sum_t mask[t] * log p(targets[t] | inputs[:t+1]).
+
+The full-vocabulary log-softmax is never materialised: each token's log-prob is its logit minus the
+logsumexp over the vocabulary. For large vocabularies the output head runs over sequence chunks
+under `mx.checkpoint`, so at most one chunk of [B, C, V] logits is alive, in the forward and in the
+backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+# Architectures whose `Model.__call__` is exactly `head(self.model(inputs))`.
+SPLITTABLE = {"llama", "mistral", "qwen2", "qwen3"}
+AUTO_CHUNK_BYTES = 256 * 2**20
+
+
+def token_logps(logits: mx.array, targets: mx.array) -> mx.array:
+    """[B, L, V] logits, [B, L] targets -> [B, L] log-probs of the targets (fp32)."""
+    logits = logits.astype(mx.float32)
+    picked = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return picked - mx.logsumexp(logits, axis=-1)
+
+
+def output_head(model: nn.Module) -> Callable[[mx.array], mx.array] | None:
+    """The hidden -> logits head, when the model splits cleanly and the head is frozen."""
+    if getattr(model, "model_type", None) not in SPLITTABLE or not hasattr(model, "model"):
+        return None
+    if hasattr(model, "lm_head"):
+        head = model.lm_head
+        if tree_flatten(head.trainable_parameters()):
+            return None  # a trained head needs the plain path to get its gradient
+        return head
+    embed = model.model.embed_tokens
+    if tree_flatten(embed.trainable_parameters()):
+        return None
+    return embed.as_linear
+
+
+def chunk_length(batch: int, length: int, vocab: int, chunk_size: int | None) -> int:
+    """Sequence positions per head chunk: `chunk_size` if set (0 = no chunking), else automatic."""
+    if chunk_size is not None:
+        return length if chunk_size <= 0 else min(chunk_size, length)
+    per_position = batch * vocab * 4
+    return max(1, min(length, AUTO_CHUNK_BYTES // per_position))
+
+
+def sequence_logps(
+    model: nn.Module,
+    inputs: mx.array,  # [B, L] int
+    targets: mx.array,  # [B, L] int
+    mask: mx.array,  # [B, L] float, 1 on response tokens
+    chunk_size: int | None = None,
+) -> tuple[mx.array, mx.array]:
+    """(summed response log-probs [B], response token counts [B])."""
+    head = output_head(model)
+    vocab = getattr(getattr(model, "args", None), "vocab_size", 0)
+    B, L = inputs.shape
+    C = chunk_length(B, L, vocab, chunk_size) if head is not None and vocab else L
+    if C >= L:
+        logps = token_logps(model(inputs), targets)  # [B, L]
+    else:
+        hidden = model.model(inputs)  # [B, L, H]
+        chunk = mx.checkpoint(lambda h, t: token_logps(head(h), mx.stop_gradient(t)))
+        logps = mx.concatenate(
+            [chunk(hidden[:, s : s + C], targets[:, s : s + C]) for s in range(0, L, C)], axis=1
+        )
+    return (logps * mask).sum(axis=-1), mask.sum(axis=-1)

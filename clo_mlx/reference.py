@@ -1,0 +1,118 @@
+"""Scoring pairs, and the frozen reference's log-probs computed once and cached on disk.
+
+The reference is the base model. LoRA starts at zero, so the base *is* the reference: its log-probs
+are computed once before training (never a second copy of the model) and cached under a key made of
+the model's fingerprint, the dtype and every token id and response start (so any change of data,
+tokenizer, template or max_seq_length gives a new key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from .batching import collate, length_sorted_batches
+from .io import atomic_save_safetensors
+from .logprobs import sequence_logps
+from .tokens import EncodedPair
+
+
+def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
+    """Compiled (inputs, targets, mask) -> (summed log-probs [B], token counts [B])."""
+
+    @partial(mx.compile, inputs=model.state)
+    def logp_fn(inputs, targets, mask):
+        return sequence_logps(model, inputs, targets, mask, chunk_size)
+
+    return logp_fn
+
+
+def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
+    return [max(len(e.chosen), len(e.rejected)) for e in encoded]
+
+
+def score_pairs(
+    model: nn.Module,
+    encoded: list[EncodedPair],
+    batch_size: int,
+    max_seq_length: int,
+    chunk_size: int | None = None,
+    progress=None,
+) -> dict[str, np.ndarray]:
+    """Summed response log-probs and token counts of every pair's chosen and rejected response.
+
+    Chosen and rejected sequences of a batch go through one forward pass ([2P, L]).
+    `progress(n_pairs_done)` is called after each batch when given.
+    """
+    was_training = model.training
+    model.eval()
+    logp_fn = make_logp_fn(model, chunk_size)
+    n = len(encoded)
+    out = {k: np.zeros(n, np.float32) for k in ("chosen_logp", "rejected_logp")}
+    out.update({k: np.zeros(n, np.int32) for k in ("chosen_tokens", "rejected_tokens")})
+    for idx in length_sorted_batches(pair_lengths(encoded), batch_size):
+        seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
+        seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
+        inputs, targets, mask = collate(seqs, max_seq_length)
+        logps, ntok = logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask))
+        logps, ntok = np.array(logps), np.array(ntok)
+        P = len(idx)
+        out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:P], logps[P:]
+        out["chosen_tokens"][idx], out["rejected_tokens"][idx] = ntok[:P], ntok[P:]
+        if progress is not None:
+            progress(P)
+    model.train(was_training)
+    return out
+
+
+def cache_key(model_id: str, dtype: str, encoded: list[EncodedPair]) -> str:
+    h = hashlib.sha256(f"{model_id}|{dtype}|v1".encode())
+    for e in encoded:
+        h.update(np.asarray(e.chosen, np.int32).tobytes())
+        h.update(np.asarray([-1, e.chosen_start, -2, e.rejected_start, -3], np.int32).tobytes())
+        h.update(np.asarray(e.rejected, np.int32).tobytes())
+    return h.hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("CLO_MLX_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "clo-mlx"
+
+
+def reference_logps(
+    model: nn.Module,
+    encoded: list[EncodedPair],
+    model_id: str,
+    dtype: str,
+    batch_size: int,
+    max_seq_length: int,
+    cache_dir: str | Path | None = None,
+    chunk_size: int | None = None,
+    progress=None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(reference chosen log-probs [N], rejected [N], whether they came from the cache)."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache / "reference" / f"{cache_key(model_id, dtype, encoded)}.safetensors"
+    if path.is_file():
+        try:
+            arrays = mx.load(str(path))
+            chosen, rejected = np.array(arrays["chosen_logp"]), np.array(arrays["rejected_logp"])
+            if chosen.shape == (len(encoded),) and rejected.shape == (len(encoded),):
+                return chosen, rejected, True
+        except Exception:  # an unreadable cache entry is recomputed
+            pass
+    scores = score_pairs(model, encoded, batch_size, max_seq_length, chunk_size, progress)
+    atomic_save_safetensors(
+        path,
+        {k: mx.array(scores[k]) for k in ("chosen_logp", "rejected_logp")},
+        metadata={"model": model_id, "dtype": dtype, "pairs": str(len(encoded))},
+    )
+    return scores["chosen_logp"], scores["rejected_logp"], False

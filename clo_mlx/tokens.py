@@ -1,0 +1,131 @@
+"""The token convention shared by training, scoring and evaluation.
+
+A (prompt, response) sequence is
+    apply_chat_template([{"role": "user", "content": prompt},
+                         {"role": "assistant", "content": response}])
+and its response tokens are the tokens after the prefix
+    apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True).
+If the full tokenization does not start with the prefix tokens (a merge across the boundary), the
+response starts at the first token where the two differ.
+
+Tokenizers without a chat template use the plain fallback
+    prefix = "User: {prompt}\n\nAssistant: "      sequence = prefix + response + eos_token
+encoded with `tokenizer.encode` (which adds BOS where the tokenizer does).
+
+A response's log-prob is the sum of the model's log-probs of its response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .data import Pair
+
+PLAIN_PREFIX = "User: {prompt}\n\nAssistant: "
+
+
+def _as_ids(out) -> list[int]:
+    # transformers may return a list or a BatchEncoding-like mapping.
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of the generation prefix for `prompt` (what a model sees before answering)."""
+    if has_chat_template(tokenizer):
+        messages = [{"role": "user", "content": prompt}]
+        return _as_ids(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        )
+    return [int(t) for t in tokenizer.encode(PLAIN_PREFIX.format(prompt=prompt))]
+
+
+def encode_pair(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
+    """(ids of the whole sequence, index of its first response token)."""
+    prefix = prompt_ids(tokenizer, prompt)
+    if has_chat_template(tokenizer):
+        messages = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": response},
+        ]
+        ids = _as_ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    else:
+        eos = getattr(tokenizer, "eos_token", None) or ""
+        ids = [
+            int(t) for t in tokenizer.encode(PLAIN_PREFIX.format(prompt=prompt) + response + eos)
+        ]
+    start = 0
+    for a, b in zip(prefix, ids, strict=False):
+        if a != b:
+            break
+        start += 1
+    if start >= len(ids):
+        raise ValueError(f"response {response[:40]!r} produced no tokens after the prompt prefix")
+    return ids, start
+
+
+@dataclass
+class EncodedPair:
+    pair: Pair
+    chosen: list[int]
+    chosen_start: int
+    rejected: list[int]
+    rejected_start: int
+
+
+@dataclass
+class TruncationReport:
+    max_seq_length: int
+    policy: str
+    truncated: list[int] = field(default_factory=list)  # indices (into the input pairs)
+    dropped: list[int] = field(default_factory=list)
+
+    def message(self, what: str = "pairs") -> str | None:
+        if not self.truncated and not self.dropped:
+            return None
+        parts = []
+        if self.truncated:
+            parts.append(f"{len(self.truncated)} had their prompt left-truncated")
+        if self.dropped:
+            parts.append(f"{len(self.dropped)} were dropped (response alone too long)")
+        return (
+            f"{len(self.truncated) + len(self.dropped)} {what} exceed max_seq_length="
+            f"{self.max_seq_length}: " + "; ".join(parts) + ". Response ends are never cut."
+        )
+
+
+TRUNCATION_POLICIES = ("truncate_prompt", "drop")
+
+
+def encode_pairs(
+    tokenizer, pairs: list[Pair], max_seq_length: int, policy: str = "truncate_prompt"
+) -> tuple[list[EncodedPair], TruncationReport]:
+    """Encode pairs under the token convention, fitting each into `max_seq_length`.
+
+    Over-long pairs lose tokens from the start of the prompt (the same number from the chosen and
+    the rejected sequence, so both keep the same context), or are dropped when `policy="drop"` or
+    when a response alone does not fit. Response tokens are never cut.
+    """
+    if policy not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {policy!r}")
+    report = TruncationReport(max_seq_length, policy)
+    encoded = []
+    for i, p in enumerate(pairs):
+        chosen, cs = encode_pair(tokenizer, p.prompt, p.chosen)
+        rejected, rs = encode_pair(tokenizer, p.prompt, p.rejected)
+        overflow = max(len(chosen), len(rejected)) - max_seq_length
+        if overflow > 0:
+            # At least one prompt token must stay to predict the first response token.
+            if policy == "drop" or overflow >= min(cs, rs):
+                report.dropped.append(i)
+                continue
+            chosen, rejected = chosen[overflow:], rejected[overflow:]
+            cs, rs = cs - overflow, rs - overflow
+            report.truncated.append(i)
+        encoded.append(EncodedPair(p, chosen, cs, rejected, rs))
+    return encoded, report

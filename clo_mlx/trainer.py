@@ -1,0 +1,417 @@
+"""Training loop: encoded pairs -> batches -> compiled step (CLO / DPO / SFT) -> adapters.
+
+The step is `mx.compile`d with explicit state (model, optimizer, RNG), as mlx-lm's trainer does.
+Chosen and rejected sequences share one forward pass; sequences are padded to length buckets so
+compiled shapes repeat; reference log-probs come precomputed (see reference.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_map
+
+from .adapters import save_adapters
+from .batching import collate, epoch_order, length_sorted_batches
+from .config import TrainConfig
+from .io import append_jsonl
+from .logprobs import sequence_logps
+from .losses import clo_loss, mean_token_nll
+from .tokens import EncodedPair
+
+SEQUENCE_METRICS = ("loss", "nll/train")
+
+
+# ----------------------------------------------------------------------------- data for a step
+
+
+@dataclass
+class PairData:
+    """Encoded pairs with their reference log-probs, ready to batch.
+
+    The unit of batching is a row: both pairs of a parallel row (kinds "en" and "tgt") always go
+    into the same batch, so every batch has target-language responses for the NLL term and
+    balanced DPO pairs.
+    """
+
+    encoded: list[EncodedPair]
+    ref_chosen: np.ndarray  # [N]
+    ref_rejected: np.ndarray  # [N]
+    nll_weight: np.ndarray  # [N] 1 where the chosen response enters the NLL term
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def units(self) -> list[list[int]]:
+        by_row: dict[int, list[int]] = {}
+        for i, e in enumerate(self.encoded):
+            by_row.setdefault(e.pair.row, []).append(i)
+        return list(by_row.values())
+
+    def length(self, i: int) -> int:
+        return max(len(self.encoded[i].chosen), len(self.encoded[i].rejected))
+
+    def batch(self, idx: list[int], max_len: int) -> tuple[mx.array, ...]:
+        seqs = [(self.encoded[i].chosen, self.encoded[i].chosen_start) for i in idx]
+        seqs += [(self.encoded[i].rejected, self.encoded[i].rejected_start) for i in idx]
+        inputs, targets, mask = collate(seqs, max_len)  # [2P, L]
+        return tuple(
+            mx.array(a)
+            for a in (
+                inputs,
+                targets,
+                mask,
+                self.ref_chosen[idx],
+                self.ref_rejected[idx],
+                self.nll_weight[idx],
+            )
+        )
+
+
+@dataclass
+class SequenceData:
+    """Single (prompt, response) sequences for SFT."""
+
+    seqs: list[tuple[list[int], int]]
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def units(self) -> list[list[int]]:
+        return [[i] for i in range(len(self.seqs))]
+
+    def length(self, i: int) -> int:
+        return len(self.seqs[i][0])
+
+    def batch(self, idx: list[int], max_len: int) -> tuple[mx.array, ...]:
+        return tuple(mx.array(a) for a in collate([self.seqs[i] for i in idx], max_len))
+
+
+def unit_batches(data: PairData | SequenceData, batch_size: int, full: bool) -> list[list[int]]:
+    """Batches of item indices built from whole units, grouped by length."""
+    units = data.units()
+    per_batch = max(1, batch_size // max(len(u) for u in units))
+    lengths = [max(data.length(i) for i in u) for u in units]
+    grouped = length_sorted_batches(lengths, per_batch, full=full)
+    return [[i for u in g for i in units[u]] for g in grouped]
+
+
+def nll_weights(encoded: list[EncodedPair], nll_languages: str) -> np.ndarray:
+    """Which chosen responses the CLO NLL term covers: target-language only (the paper), or both."""
+    kinds = [e.pair.kind for e in encoded]
+    if nll_languages == "both":
+        return np.ones(len(kinds), np.float32)
+    return np.array([k in ("tgt", "pair") for k in kinds], np.float32)
+
+
+def sft_sequences(encoded: list[EncodedPair], languages: str) -> list[tuple[list[int], int]]:
+    """Chosen responses for SFT: target-language ('target'), English ('en') or both."""
+    keep = {"target": ("tgt", "pair"), "en": ("en",), "both": ("en", "tgt", "pair")}[languages]
+    return [(e.chosen, e.chosen_start) for e in encoded if e.pair.kind in keep]
+
+
+def batch_stream(data, batch_size: int, seed: int, start_step: int = 0):
+    """Endless (epoch, position, indices) in a fixed order given the seed; resumable at any step."""
+    batches = unit_batches(data, batch_size, full=True)
+    step, epoch = 0, 0
+    while True:
+        for pos, b in enumerate(epoch_order(len(batches), seed, epoch)):
+            if step >= start_step:
+                yield epoch, pos, batches[b]
+            step += 1
+        epoch += 1
+
+
+# ----------------------------------------------------------------------------- losses of a step
+
+
+def make_loss_fn(cfg: TrainConfig) -> Callable:
+    """loss(model, *batch) -> (loss, metrics) for cfg.loss."""
+    beta, chunk = cfg.clo["beta"], cfg.logprob_chunk_size
+    lam = cfg.clo["lambda"] if cfg.loss == "clo" else 0.0
+
+    def preference_loss(model, inputs, targets, mask, ref_c, ref_r, nll_w):
+        logps, ntok = sequence_logps(model, inputs, targets, mask, chunk)  # [2P]
+        P = ref_c.shape[0]
+        policy_c, policy_r = logps[:P], logps[P:]  # [P], [P]
+        target_nll = mean_token_nll(policy_c, ntok[:P], nll_w)  # scalar
+        return clo_loss(policy_c, policy_r, ref_c, ref_r, target_nll, beta=beta, lam=lam)
+
+    def sft_loss(model, inputs, targets, mask):
+        logps, ntok = sequence_logps(model, inputs, targets, mask, chunk)  # [B]
+        nll = -logps.sum() / ntok.sum()
+        return nll, {"loss": nll, "nll/train": nll}
+
+    return sft_loss if cfg.loss == "sft" else preference_loss
+
+
+def build_optimizer(cfg: TrainConfig) -> optim.Optimizer:
+    from mlx_lm.tuner.utils import build_schedule
+
+    lr = build_schedule(cfg.lr_schedule) if cfg.lr_schedule else cfg.learning_rate
+    cls = {
+        "adam": optim.Adam,
+        "adamw": optim.AdamW,
+        "sgd": optim.SGD,
+        "adafactor": optim.Adafactor,
+    }[cfg.optimizer]
+    return cls(learning_rate=lr, **cfg.optimizer_config)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: int = -1) -> dict:
+    """Preference metrics on held-out pairs, over all pairs at once (not averaged per batch).
+
+    `loss` uses the configured beta and lambda (CLO); `nll/target` is the mean per-token NLL of
+    the target-language chosen responses. Metrics per pair kind get a suffix, e.g.
+    `rewards/accuracies/tgt`.
+    """
+    was_training = model.training
+    model.eval()
+    logp_fn = mx.compile(
+        partial(sequence_logps, model, chunk_size=cfg.logprob_chunk_size), inputs=model.state
+    )
+    batches = unit_batches(data, cfg.batch_size, full=False)
+    if num_batches != -1:
+        batches = batches[:num_batches]
+    order, logps, ntoks = [], [], []
+    for idx in batches:
+        inputs, targets, mask, *_ = data.batch(idx, cfg.max_seq_length)
+        lp, nt = logp_fn(inputs, targets, mask)
+        P = len(idx)
+        logps.append(mx.stack([lp[:P], lp[P:]]))  # [2, P]
+        ntoks.append(nt[:P])
+        order += idx
+    model.train(was_training)
+    if not order:
+        return {}
+    logps, ntoks = mx.concatenate(logps, axis=1), mx.concatenate(ntoks)
+    ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
+    nll_w = mx.array(data.nll_weight[order])
+    kinds = np.array([data.encoded[i].pair.kind for i in order])
+
+    def metrics_of(sel: np.ndarray) -> dict:
+        s = mx.array(np.nonzero(sel)[0])
+        nll = mean_token_nll(logps[0][s], ntoks[s], nll_w[s])
+        _, m = clo_loss(
+            logps[0][s],
+            logps[1][s],
+            ref_c[s],
+            ref_r[s],
+            nll,
+            beta=cfg.clo["beta"],
+            lam=cfg.clo["lambda"],
+        )
+        return {k: v.item() for k, v in m.items()}
+
+    result = metrics_of(np.ones(len(order), bool))
+    if len(set(kinds)) > 1:
+        for kind in sorted(set(kinds)):
+            for k, v in metrics_of(kinds == kind).items():
+                if k.startswith(("rewards/", "logps/", "loss/dpo")):
+                    result[f"{k}/{kind}"] = v
+    return result
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    reports: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    adapter_file: Path | None = None
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _grad_checkpoint(layer: nn.Module) -> None:
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    grad_checkpoint(layer)
+
+
+def train(
+    model: nn.Module,
+    cfg: TrainConfig,
+    train_data: PairData | SequenceData,
+    valid_data: PairData | None = None,
+    on_report: Callable[[dict], None] | None = None,
+    on_eval: Callable[[int, nn.Module], dict] | None = None,
+    console=None,
+    start_step: int = 0,
+    optimizer: optim.Optimizer | None = None,
+    save_checkpoint: Callable[[int, nn.Module, optim.Optimizer], None] | None = None,
+) -> TrainResult:
+    """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
+
+    Reports go to `metrics.jsonl` in cfg.adapter_path, to `on_report`, and to the console; evals
+    (preference metrics on `valid_data`, plus whatever `on_eval` returns) every steps_per_eval.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = console or Console(stderr=True)
+    adapter_path = Path(cfg.adapter_path)
+    adapter_path.mkdir(parents=True, exist_ok=True)
+    metrics_file = adapter_path / "metrics.jsonl"
+    if start_step == 0 and metrics_file.exists():
+        metrics_file.unlink()
+
+    mx.random.seed(cfg.seed)
+    if cfg.grad_checkpoint:
+        _grad_checkpoint(model.layers[0])
+    optimizer = optimizer or build_optimizer(cfg)
+    loss_value_and_grad = nn.value_and_grad(model, make_loss_fn(cfg))
+    accum = cfg.grad_accumulation_steps
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(batch, prev_grad, do_update):
+        (loss, metrics), grad = loss_value_and_grad(model, *batch)
+        if prev_grad is not None:
+            grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+        if do_update:
+            if accum > 1:
+                grad = tree_map(lambda g: g / accum, grad)
+            optimizer.update(model, grad)
+            grad = None
+        return metrics, grad
+
+    result = TrainResult()
+    sums: dict[str, float] = {}
+    n_steps, n_tokens, elapsed, trained_tokens = 0, 0, 0.0, 0
+    grad = None
+    model.train()
+
+    def run_eval(it: int) -> None:
+        record: dict = {"step": it}
+        tic = time.perf_counter()
+        if valid_data is not None and len(valid_data):
+            record.update(
+                {
+                    f"val/{k}": v
+                    for k, v in evaluate(model, valid_data, cfg, cfg.val_batches).items()
+                }
+            )
+        if on_eval is not None:
+            record.update(on_eval(it, model) or {})
+        model.train()
+        if len(record) > 1:
+            record["val_time"] = time.perf_counter() - tic
+            result.evals.append(record)
+            append_jsonl(metrics_file, [{"type": "eval", **record}])
+            shown = ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in record.items()
+                if k not in ("step", "val_time") and isinstance(v, float)
+            )
+            console.print(f"[cyan]eval[/] step {it}: {shown}")
+
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("train", total=cfg.iters, completed=start_step, info="")
+        if start_step == 0:
+            run_eval(0)
+        stream = batch_stream(train_data, cfg.batch_size, cfg.seed, start_step)
+        for it in range(start_step + 1, cfg.iters + 1):
+            _, _, idx = next(stream)
+            batch = train_data.batch(idx, cfg.max_seq_length)
+            tic = time.perf_counter()
+            metrics, grad = step(batch, grad, it % accum == 0)
+            mx.eval(state, metrics, grad)
+            elapsed += time.perf_counter() - tic
+            if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
+                mx.clear_cache()
+            values = {k: v.item() for k, v in metrics.items()}
+            if not math.isfinite(values["loss"]):
+                raise NonFiniteLoss(
+                    f"loss is {values['loss']} at step {it}; stopped. The last good adapters are "
+                    f"in {adapter_path} (lower the learning rate, or check the data)."
+                )
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
+            n_steps += 1
+            progress.update(task, advance=1, info=f"loss {values['loss']:.3f}")
+
+            if it % cfg.steps_per_report == 0 or it == cfg.iters:
+                trained_tokens += n_tokens
+                report = {
+                    "step": it,
+                    **{k: v / n_steps for k, v in sums.items()},
+                    "learning_rate": float(optimizer.learning_rate.item()),
+                    "tokens_per_second": n_tokens / elapsed,
+                    "steps_per_second": n_steps / elapsed,
+                    "trained_tokens": trained_tokens,
+                    "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                }
+                result.reports.append(report)
+                append_jsonl(metrics_file, [{"type": "train", **report}])
+                if on_report is not None:
+                    on_report(report)
+                shown = ", ".join(
+                    f"{k} {report[k]:.3f}"
+                    for k in (
+                        "loss",
+                        "rewards/margins",
+                        "rewards/accuracies",
+                        "nll/target",
+                        "nll/train",
+                    )
+                    if k in report
+                )
+                progress.console.print(
+                    f"step {it}: {shown}, lr {report['learning_rate']:.2e}, "
+                    f"{report['tokens_per_second']:.0f} tok/s, peak {report['peak_memory_gb']:.2f} GB"
+                )
+                sums, n_steps, n_tokens, elapsed = {}, 0, 0, 0.0
+
+            if it % cfg.steps_per_eval == 0 or it == cfg.iters:
+                run_eval(it)
+            if it % cfg.save_every == 0 or it == cfg.iters:
+                result.adapter_file = save_adapters(model, adapter_path, cfg)
+                if it != cfg.iters:
+                    save_adapters(
+                        model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
+                    )
+                if save_checkpoint is not None:
+                    save_checkpoint(it, model, optimizer)
+    return result
+
+
+def _batch_sequences(data, idx: list[int]):
+    """The token sequences a batch trains on (for token counting)."""
+    if isinstance(data, PairData):
+        for i in idx:
+            yield data.encoded[i].chosen
+            yield data.encoded[i].rejected
+    else:
+        for i in idx:
+            yield data.seqs[i][0]
