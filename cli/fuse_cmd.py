@@ -1,0 +1,41 @@
+"""`clo-mlx fuse`: merge adapters into the base model, save an MLX model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.main import app
+
+
+def fail(e: Exception) -> None:
+    """Print a clean one-line error and exit 1 (no traceback for user errors)."""
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@app.command("fuse")
+def fuse_cmd(
+    model: Path = typer.Option(
+        ..., "--model", help="Local base model directory (HF or MLX layout)."
+    ),
+    adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
+    save_path: Path = typer.Option(..., "--save-path", help="Output MLX model directory."),
+    dequantize: bool = typer.Option(
+        False, "--dequantize", help="Save full-precision weights if the base is quantized."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --save-path."),
+) -> None:
+    """Merge LoRA/DoRA (or full fine-tune) adapters into the base; `mlx_lm.load` opens the result."""
+    from rich.console import Console
+
+    from clo_mlx.fuse import fuse
+
+    console = Console(stderr=True)
+    try:
+        with console.status(f"fusing {adapter_path} into {model}"):
+            out = fuse(model, adapter_path, save_path, dequantize=dequantize, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        fail(e)
+    console.print(f"fused model saved to {out}")

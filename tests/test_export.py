@@ -1,0 +1,368 @@
+"""PEFT export/import and fused Hugging Face export, checked against transformers + peft."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from clo_mlx.export import (
+    AdapterError,
+    export_fused_hf,
+    export_peft,
+    import_peft,
+    peft_selects,
+    target_spec,
+)
+from clo_mlx.tiny import build_tiny_model
+
+TOKENS = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11, 300, 2]]
+
+
+def make_adapters(
+    model_dir: Path,
+    out: Path,
+    num_layers: int,
+    keys: list[str],
+    rank: int = 4,
+    scale: float = 2.0,
+    kind: str = "lora",
+    seed: int = 1,
+) -> Path:
+    """mlx-lm adapters (its own linear_to_lora_layers) with random, non-zero lora_b (and m)."""
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, _ = load(str(model_dir))
+    params = {"rank": rank, "scale": scale, "dropout": 0.0, "keys": keys}
+    linear_to_lora_layers(model, num_layers, params, use_dora=kind == "dora")
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, p in tree_flatten(model.parameters()):
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("lora_a", "lora_b"):
+            weights[name] = mx.array(rng.standard_normal(p.shape).astype(np.float32) * 0.2)
+        elif leaf == "m":
+            weights[name] = p * mx.array(1 + 0.3 * rng.random(p.shape).astype(np.float32))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
+    cfg = {"fine_tune_type": kind, "num_layers": num_layers, "lora_parameters": params}
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    return out
+
+
+def mlx_logits(model_dir: Path, adapter_dir: Path | None = None) -> np.ndarray:
+    from mlx_lm import load
+
+    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
+    return np.array(model(mx.array(TOKENS)).astype(mx.float32))
+
+
+def hf_logits(model) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor(TOKENS)).logits.float().numpy()
+
+
+def hf_model(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+
+
+def peft_logits(base_dir: Path, peft_dir: Path) -> np.ndarray:
+    from peft import PeftModel
+
+    return hf_logits(PeftModel.from_pretrained(hf_model(base_dir), str(peft_dir)).eval())
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "llama": build_tiny_model(root / "llama", arch="llama"),
+        "qwen2_tied": build_tiny_model(
+            root / "qwen2_tied", arch="qwen2", num_layers=3, tie_word_embeddings=True, seed=3
+        ),
+        "llama_tied": build_tiny_model(root / "llama_tied", tie_word_embeddings=True, seed=4),
+    }
+
+
+ATTN = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
+CASES = {
+    # model, num_layers, keys, kind
+    "llama-all-attn": ("llama", 2, ATTN, "lora"),
+    "qwen2-tied-last2-qv-mlp": (
+        "qwen2_tied",
+        2,
+        ["self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"],
+        "lora",
+    ),
+    "llama-tied-last1-dora": (
+        "llama_tied",
+        1,
+        ["self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj"],
+        "dora",
+    ),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", list(CASES))
+def test_peft_and_fused_hf_match_mlx(models, tmp_path, case):
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    arch, num_layers, keys, kind = CASES[case]
+    base = models[arch]
+    adapters = make_adapters(base, tmp_path / "adapters", num_layers, keys, kind=kind)
+    ref = mlx_logits(base, adapters)
+    assert np.abs(ref - mlx_logits(base)).max() > 1e-2  # the adapters change the outputs
+
+    peft_dir = export_peft(base, adapters, tmp_path / "peft", base_model_id="org/tiny")
+    cfg = json.loads((peft_dir / "adapter_config.json").read_text())
+    n_layers = json.loads((base / "config.json").read_text())["num_hidden_layers"]
+    assert cfg["peft_type"] == "LORA" and cfg["task_type"] == "CAUSAL_LM"
+    assert cfg["r"] == 4 and cfg["lora_alpha"] == 8.0 and cfg["bias"] == "none"
+    assert cfg["use_dora"] is (kind == "dora")
+    assert cfg["base_model_name_or_path"] == "org/tiny"
+    assert sorted(cfg["target_modules"]) == sorted(k.split(".")[-1] for k in keys)
+    expect_layers = None if num_layers == n_layers else list(range(n_layers - num_layers, n_layers))
+    assert cfg["layers_to_transform"] == expect_layers
+    got = peft_logits(base, peft_dir)
+    assert np.abs(got - ref).max() < 1e-4
+
+    fused = export_fused_hf(base, adapters, tmp_path / "fused")
+    got = hf_logits(hf_model(fused))
+    assert np.abs(got - ref).max() < 1e-4
+    tied = "tied" in arch
+    assert ("lm_head.weight" in mx.load(str(fused / "model.safetensors"))) is not tied
+    assert (fused / "tokenizer.json").is_file()
+
+    back = import_peft(peft_dir, base, tmp_path / "back")
+    orig = mx.load(str(adapters / "adapters.safetensors"))
+    again = mx.load(str(back / "adapters.safetensors"))
+    assert sorted(orig) == sorted(again)
+    for k in orig:
+        np.testing.assert_array_equal(np.array(orig[k]), np.array(again[k]))
+    bcfg = json.loads((back / "adapter_config.json").read_text())
+    assert bcfg["fine_tune_type"] == kind and bcfg["num_layers"] == num_layers
+    lp = bcfg["lora_parameters"]
+    assert (lp["rank"], lp["scale"], lp["dropout"]) == (4, 2.0, 0.0)
+    assert sorted(lp["keys"]) == sorted(keys)
+
+
+@pytest.fixture(scope="module")
+def quantized(models, tmp_path_factory) -> Path:
+    from mlx_lm.utils import load, quantize_model, save
+
+    out = tmp_path_factory.mktemp("q") / "llama_q4"
+    model, tok, config = load(str(models["llama"]), return_config=True)
+    model, config = quantize_model(model, config, group_size=64, bits=4)
+    save(out, str(models["llama"]), model, tok, config)
+    return out
+
+
+@pytest.mark.torch
+def test_fused_hf_from_quantized_base(quantized, tmp_path):
+    pytest.importorskip("torch")
+    adapters = make_adapters(quantized, tmp_path / "adapters", 2, ATTN)
+    ref = mlx_logits(quantized, adapters)
+    fused = export_fused_hf(quantized, adapters, tmp_path / "fused")
+    cfg = json.loads((fused / "config.json").read_text())
+    assert "quantization" not in cfg and "quantization_config" not in cfg
+    w = mx.load(str(fused / "model.safetensors"))
+    assert all(v.dtype == mx.float32 for v in w.values())
+    assert not any(k.endswith((".scales", ".biases")) for k in w)
+    assert np.abs(hf_logits(hf_model(fused)) - ref).max() < 1e-4
+
+
+@pytest.mark.torch
+def test_full_fine_tune_exports_fused_but_not_peft(models, tmp_path):
+    pytest.importorskip("torch")
+    base = models["llama"]
+    rng = np.random.default_rng(0)
+    full = mx.load(str(base / "model.safetensors"))
+    names = [k for k in full if k.startswith("model.layers.1.self_attn.") and k.endswith("weight")]
+    weights = {
+        k: full[k] + mx.array(rng.standard_normal(full[k].shape).astype(np.float32) * 0.1)
+        for k in names
+    }
+    adapters = tmp_path / "full"
+    adapters.mkdir()
+    mx.save_safetensors(str(adapters / "adapters.safetensors"), weights)
+    (adapters / "adapter_config.json").write_text(
+        json.dumps({"fine_tune_type": "full", "num_layers": 1})
+    )
+    ref = mlx_logits(base, adapters)
+    fused = export_fused_hf(base, adapters, tmp_path / "fused")
+    assert np.abs(hf_logits(hf_model(fused)) - ref).max() < 1e-4
+    with pytest.raises(AdapterError, match="full.*--fused"):
+        export_peft(base, adapters, tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()
+
+
+def test_adapters_from_another_model_name_the_tensor(models, tmp_path):
+    # 3-layer qwen2 adapters on the last 2 layers: layer 2 does not exist in the 2-layer llama
+    adapters = make_adapters(models["qwen2_tied"], tmp_path / "a", 2, ["self_attn.q_proj"])
+    with pytest.raises(AdapterError, match=r"model\.layers\.2\.self_attn\.q_proj\.lora_"):
+        export_peft(models["llama"], adapters, tmp_path / "out")
+    # same layer count, different width
+    other = build_tiny_model(tmp_path / "wide", hidden_size=128, intermediate_size=128)
+    adapters = make_adapters(other, tmp_path / "b", 2, ["self_attn.q_proj"])
+    with pytest.raises(AdapterError, match=r"model\.layers\.\d\.self_attn\.q_proj\.lora_a.*shape"):
+        export_fused_hf(models["llama"], adapters, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_target_spec_handles_shared_leaf_names():
+    names = [
+        f"model.layers.{i}.{k}" for i in range(3) for k in ("self_attn.out", "mlp.out", "mlp.up")
+    ]
+    names.append("lm_head")
+    adapted = [f"model.layers.{i}.mlp.out" for i in (1, 2)] + [
+        f"model.layers.{i}.mlp.up" for i in (1, 2)
+    ]
+    targets, layers = target_spec(names, adapted, 3)
+    assert targets == ["mlp.out", "up"] and layers == [1, 2]
+    assert {n for n in names if peft_selects(n, targets, layers)} == set(adapted)
+    # not expressible as keys x layers: exact regex
+    adapted = ["model.layers.0.mlp.up", "model.layers.2.self_attn.out"]
+    targets, layers = target_spec(names, adapted, 3)
+    assert isinstance(targets, str) and layers is None
+    assert {n for n in names if peft_selects(n, targets, layers)} == set(adapted)
+
+
+def _write_peft(
+    out: Path, base: Path, cfg: dict, layers: list[int], keys: list[str], r: int = 4
+) -> Path:
+    dims = json.loads((base / "config.json").read_text())
+    h, kv = (
+        dims["hidden_size"],
+        dims["num_key_value_heads"] * dims["hidden_size"] // dims["num_attention_heads"],
+    )
+    out_dims = {"q_proj": h, "k_proj": kv, "v_proj": kv, "o_proj": h}
+    rng = np.random.default_rng(0)
+    t = {}
+    for i in layers:
+        for k in keys:
+            p = f"base_model.model.model.layers.{i}.self_attn.{k}"
+            t[p + ".lora_A.weight"] = mx.array(rng.standard_normal((r, h)).astype(np.float32))
+            t[p + ".lora_B.weight"] = mx.array(
+                rng.standard_normal((out_dims[k], r)).astype(np.float32)
+            )
+    out.mkdir()
+    mx.save_safetensors(str(out / "adapter_model.safetensors"), t, metadata={"format": "pt"})
+    full = {"peft_type": "LORA", "r": r, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none"}
+    (out / "adapter_config.json").write_text(json.dumps({**full, **cfg}))
+    return out
+
+
+def test_import_rslora_and_refusals(models, tmp_path):
+    base = models["llama"]
+    peft = _write_peft(tmp_path / "rs", base, {"use_rslora": True}, [0, 1], ["q_proj", "v_proj"])
+    out = import_peft(peft, base, tmp_path / "rs_mlx")
+    lp = json.loads((out / "adapter_config.json").read_text())["lora_parameters"]
+    assert lp["scale"] == pytest.approx(16 / 2.0) and lp["rank"] == 4 and lp["dropout"] == 0.05
+    assert lp["keys"] == ["self_attn.q_proj", "self_attn.v_proj"]
+    a = mx.load(str(peft / "adapter_model.safetensors"))
+    b = mx.load(str(out / "adapters.safetensors"))
+    np.testing.assert_array_equal(
+        np.array(b["model.layers.1.self_attn.v_proj.lora_b"]),
+        np.array(a["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"]).T,
+    )
+
+    peft = _write_peft(
+        tmp_path / "ap", base, {"alpha_pattern": {"v_proj": 32}}, [0, 1], ["q_proj", "v_proj"]
+    )
+    with pytest.raises(AdapterError, match="varies per module"):
+        import_peft(peft, base, tmp_path / "x")
+    peft = _write_peft(tmp_path / "first", base, {}, [0], ["q_proj"])
+    with pytest.raises(AdapterError, match="last N layers"):
+        import_peft(peft, base, tmp_path / "x")
+    peft = _write_peft(tmp_path / "fifo", base, {"fan_in_fan_out": True}, [1], ["q_proj"])
+    with pytest.raises(AdapterError, match="fan_in_fan_out"):
+        import_peft(peft, base, tmp_path / "x")
+    other = build_tiny_model(tmp_path / "wide", hidden_size=128, intermediate_size=128)
+    peft = _write_peft(tmp_path / "wide_peft", other, {}, [1], ["q_proj"])
+    with pytest.raises(
+        AdapterError, match=r"layers\.1\.self_attn\.q_proj\.lora_A\.weight has shape"
+    ):
+        import_peft(peft, base, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_outputs_are_atomic_and_guarded(models, tmp_path):
+    base = models["llama"]
+    adapters = make_adapters(base, tmp_path / "adapters", 1, ["self_attn.q_proj"])
+    out = tmp_path / "peft"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_peft(base, adapters, out)
+    assert (out / "keep.txt").is_file()
+    export_peft(base, adapters, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        export_peft(base, adapters, adapters, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapters", "peft"]  # no temp leftovers
+
+
+def test_cli_export_import(models, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli.export_cmd  # noqa: F401
+    import cli.fuse_cmd  # noqa: F401
+    from cli.main import app
+
+    base = models["llama"]
+    adapters = make_adapters(base, tmp_path / "adapters", 2, ATTN)
+    run = CliRunner().invoke
+    r = run(
+        app,
+        [
+            "export-hf",
+            "--model",
+            str(base),
+            "--adapter-path",
+            str(adapters),
+            "--output",
+            str(tmp_path / "p"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = run(
+        app,
+        [
+            "import-hf",
+            "--adapter",
+            str(tmp_path / "p"),
+            "--model",
+            str(base),
+            "--output",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m" / "adapters.safetensors").is_file()
+    r = run(
+        app,
+        [
+            "export-hf",
+            "--model",
+            str(base),
+            "--adapter-path",
+            str(tmp_path / "nope"),
+            "--output",
+            str(tmp_path / "q"),
+        ],
+    )
+    assert r.exit_code == 1 and "not found" in r.output
