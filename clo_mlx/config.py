@@ -30,7 +30,13 @@ def _default_lora() -> dict:
 
 
 def _default_clo() -> dict:
-    return {"beta": 0.1, "lambda": 0.5, "nll_languages": "target"}
+    return {
+        "beta": 0.1,
+        "lambda": 0.5,
+        "nll_languages": "target",
+        "preference": "sigmoid",
+        "simpo_gamma": 0.5,
+    }
 
 
 @dataclass
@@ -75,7 +81,13 @@ class TrainConfig:
 
 _NESTED = {
     "lora_parameters": {"rank": int, "scale": float, "dropout": float, "keys": list},
-    "clo": {"beta": float, "lambda": float, "nll_languages": str},
+    "clo": {
+        "beta": float,
+        "lambda": float,
+        "nll_languages": str,
+        "preference": str,
+        "simpo_gamma": float,
+    },
     "sft": {"languages": str},
 }
 _CHOICES = {
@@ -85,6 +97,7 @@ _CHOICES = {
     "dtype": DTYPES,
     "truncation": ("truncate_prompt", "drop"),
     "clo.nll_languages": NLL_LANGUAGES,
+    "clo.preference": ("sigmoid", "ipo", "hinge", "simpo"),
     "sft.languages": SFT_LANGUAGES,
 }
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}

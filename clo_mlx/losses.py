@@ -4,6 +4,12 @@ CLO:  L = lam * NLL(y_l | x_l) + (1 - lam) * DPO(all cross-lingual pairs)
 DPO:  -log sigmoid(beta * ((pc - rc) - (pr - rr)))      per pair, averaged
 where pc/pr are the policy's summed log-probs of the chosen/rejected responses and rc/rr the frozen
 reference's. All inputs are per-pair vectors of shape [P].
+
+Beyond the paper, the preference term can be swapped (`clo.preference`), with h = (pc - rc) - (pr - rr):
+  sigmoid  -log sigmoid(beta * h)                       (DPO, the paper)
+  ipo      (h - 1 / (2 * beta))^2                       (Azar et al. 2023)
+  hinge    max(0, 1 - beta * h)                         (SLiC, Zhao et al. 2023)
+  simpo    -log sigmoid(beta * (pc/|yc| - pr/|yr|) - gamma)   (reference-free, Meng et al. 2024)
 """
 
 from __future__ import annotations
@@ -24,17 +30,40 @@ METRIC_NAMES = (
 )
 
 
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "hinge", "simpo")
+
+
 def dpo_terms(
     policy_chosen_logps: mx.array,  # [P]
     policy_rejected_logps: mx.array,  # [P]
     ref_chosen_logps: mx.array,  # [P]
     ref_rejected_logps: mx.array,  # [P]
     beta: float,
+    preference: str = "sigmoid",
+    chosen_tokens: mx.array | None = None,  # [P], simpo only
+    rejected_tokens: mx.array | None = None,  # [P], simpo only
+    gamma: float = 0.5,
 ) -> tuple[mx.array, mx.array, mx.array]:
-    """(per-pair DPO losses [P], chosen rewards [P], rejected rewards [P])."""
+    """(per-pair preference losses [P], chosen rewards [P], rejected rewards [P])."""
+    if preference == "simpo":
+        chosen_rewards = beta * policy_chosen_logps / chosen_tokens  # [P]
+        rejected_rewards = beta * policy_rejected_logps / rejected_tokens  # [P]
+        return (
+            -nn.log_sigmoid(chosen_rewards - rejected_rewards - gamma),
+            chosen_rewards,
+            rejected_rewards,
+        )
     chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)  # [P]
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)  # [P]
-    losses = -nn.log_sigmoid(chosen_rewards - rejected_rewards)  # [P]
+    margin = chosen_rewards - rejected_rewards  # beta * h
+    if preference == "sigmoid":
+        losses = -nn.log_sigmoid(margin)
+    elif preference == "ipo":
+        losses = (margin / beta - 1 / (2 * beta)) ** 2
+    elif preference == "hinge":
+        losses = nn.relu(1 - margin)
+    else:
+        raise ValueError(f"preference must be one of {PREFERENCE_LOSSES}, got {preference!r}")
     return losses, chosen_rewards, rejected_rewards
 
 
@@ -46,11 +75,24 @@ def clo_loss(
     target_nll: mx.array,
     beta: float = 0.1,
     lam: float = 0.5,
+    preference: str = "sigmoid",
+    chosen_tokens: mx.array | None = None,
+    rejected_tokens: mx.array | None = None,
+    gamma: float = 0.5,
 ) -> tuple[mx.array, dict[str, mx.array]]:
     """CLO loss and metrics. `target_nll`: mean per-token NLL of the target-language chosen
-    responses in the batch (a scalar). With lam=0 this is plain DPO."""
+    responses in the batch (a scalar). With lam=0 this is plain DPO. `loss/dpo` is the mean
+    preference term whichever `preference` is used."""
     losses, chosen_rewards, rejected_rewards = dpo_terms(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+        preference,
+        chosen_tokens,
+        rejected_tokens,
+        gamma,
     )
     dpo = losses.mean()
     loss = lam * target_nll + (1 - lam) * dpo

@@ -134,17 +134,36 @@ def batch_stream(data, batch_size: int, seed: int, start_step: int = 0):
 # ----------------------------------------------------------------------------- losses of a step
 
 
+def preference_options(cfg: TrainConfig) -> dict:
+    return {
+        "beta": cfg.clo["beta"],
+        "preference": cfg.clo["preference"],
+        "gamma": cfg.clo["simpo_gamma"],
+    }
+
+
 def make_loss_fn(cfg: TrainConfig) -> Callable:
     """loss(model, *batch) -> (loss, metrics) for cfg.loss."""
-    beta, chunk = cfg.clo["beta"], cfg.logprob_chunk_size
+    chunk = cfg.logprob_chunk_size
     lam = cfg.clo["lambda"] if cfg.loss == "clo" else 0.0
+    pref = preference_options(cfg)
 
     def preference_loss(model, inputs, targets, mask, ref_c, ref_r, nll_w):
         logps, ntok = sequence_logps(model, inputs, targets, mask, chunk)  # [2P]
         P = ref_c.shape[0]
         policy_c, policy_r = logps[:P], logps[P:]  # [P], [P]
         target_nll = mean_token_nll(policy_c, ntok[:P], nll_w)  # scalar
-        return clo_loss(policy_c, policy_r, ref_c, ref_r, target_nll, beta=beta, lam=lam)
+        return clo_loss(
+            policy_c,
+            policy_r,
+            ref_c,
+            ref_r,
+            target_nll,
+            lam=lam,
+            chosen_tokens=ntok[:P],
+            rejected_tokens=ntok[P:],
+            **pref,
+        )
 
     def sft_loss(model, inputs, targets, mask):
         logps, ntok = sequence_logps(model, inputs, targets, mask, chunk)  # [B]
@@ -191,27 +210,29 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
         lp, nt = logp_fn(inputs, targets, mask)
         P = len(idx)
         logps.append(mx.stack([lp[:P], lp[P:]]))  # [2, P]
-        ntoks.append(nt[:P])
+        ntoks.append(mx.stack([nt[:P], nt[P:]]))  # [2, P]
         order += idx
     model.train(was_training)
     if not order:
         return {}
-    logps, ntoks = mx.concatenate(logps, axis=1), mx.concatenate(ntoks)
+    logps, ntoks = mx.concatenate(logps, axis=1), mx.concatenate(ntoks, axis=1)
     ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
     nll_w = mx.array(data.nll_weight[order])
     kinds = np.array([data.encoded[i].pair.kind for i in order])
 
     def metrics_of(sel: np.ndarray) -> dict:
         s = mx.array(np.nonzero(sel)[0])
-        nll = mean_token_nll(logps[0][s], ntoks[s], nll_w[s])
+        nll = mean_token_nll(logps[0][s], ntoks[0][s], nll_w[s])
         _, m = clo_loss(
             logps[0][s],
             logps[1][s],
             ref_c[s],
             ref_r[s],
             nll,
-            beta=cfg.clo["beta"],
             lam=cfg.clo["lambda"],
+            chosen_tokens=ntoks[0][s],
+            rejected_tokens=ntoks[1][s],
+            **preference_options(cfg),
         )
         return {k: v.item() for k, v in m.items()}
 
