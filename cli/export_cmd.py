@@ -12,8 +12,11 @@ from cli.main import app
 
 @app.command("export-hf")
 def export_hf_cmd(
-    model: Path = typer.Option(
-        ..., "--model", help="Local base model directory (HF or MLX layout)."
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Base model: local folder (HF or MLX layout) or HF repo id in the local cache. "
+        "Default: the 'model' of the adapter config.",
     ),
     adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
     output: Path = typer.Option(..., "--output", help="Output directory."),
@@ -46,7 +49,12 @@ def export_hf_cmd(
 @app.command("import-hf")
 def import_hf_cmd(
     adapter: Path = typer.Option(..., "--adapter", help="PEFT LoRA adapter directory."),
-    model: Path = typer.Option(..., "--model", help="Local base model directory it belongs to."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Base model it belongs to (local folder or cached HF repo id). "
+        "Default: the adapter's base_model_name_or_path.",
+    ),
     output: Path = typer.Option(..., "--output", help="Output mlx-lm adapter directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output."),
 ) -> None:

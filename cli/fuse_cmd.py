@@ -17,8 +17,11 @@ def fail(e: Exception) -> None:
 
 @app.command("fuse")
 def fuse_cmd(
-    model: Path = typer.Option(
-        ..., "--model", help="Local base model directory (HF or MLX layout)."
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Base model: local folder (HF or MLX layout) or HF repo id in the local cache. "
+        "Default: the 'model' of the adapter config.",
     ),
     adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
     save_path: Path = typer.Option(..., "--save-path", help="Output MLX model directory."),
@@ -34,7 +37,7 @@ def fuse_cmd(
 
     console = Console(stderr=True)
     try:
-        with console.status(f"fusing {adapter_path} into {model}"):
+        with console.status(f"fusing {adapter_path} into {model or 'the base model'}"):
             out = fuse(model, adapter_path, save_path, dequantize=dequantize, overwrite=overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         fail(e)

@@ -31,12 +31,12 @@ from clo_mlx.fuse import (
     AdapterError,
     apply_adapters,
     atomic_output_dir,
-    check_model_path,
     fuse_modules,
     read_adapter_config,
+    resolve_model,
 )
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
+SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -140,9 +140,13 @@ def target_spec(
     return "(" + "|".join(re.escape(n) for n in adapted) + ")", None
 
 
-def _default_base_id(config: dict, model_path: Path) -> str:
+def default_base_id(model: str | Path, config: dict, model_path: Path) -> str:
+    """The Hugging Face id of the base: `model` when it is a repo id (not a local path),
+    else the config's `_name_or_path`, else the local path (with a note)."""
+    if not Path(model).expanduser().exists():
+        return str(model)
     name = config.get("_name_or_path")
-    if isinstance(name, str) and name:
+    if isinstance(name, str) and name and not Path(name).expanduser().is_absolute():
         return name
     console.print(
         f"[yellow]note:[/] base_model_name_or_path set to the local path {model_path.resolve()}; "
@@ -151,23 +155,28 @@ def _default_base_id(config: dict, model_path: Path) -> str:
     return str(model_path.resolve())
 
 
-def _load_base(model_path: str | Path) -> tuple[nn.Module, dict, Path]:
+def _load_base(
+    model: str | Path | None, adapter_config: dict | None
+) -> tuple[nn.Module, dict, Path]:
     from mlx_lm.utils import load_model
 
-    model_path = check_model_path(model_path)
+    model_path = resolve_model(model, adapter_config)
     model, config = load_model(model_path, lazy=True)
     _check_arch(config, model_path)
     return model, config, model_path
 
 
 def export_peft(
-    model_path: str | Path,
+    model_path: str | Path | None,
     adapter_path: str | Path,
     output: str | Path,
     base_model_id: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write the mlx-lm adapters as a PEFT LoRA (or DoRA) adapter directory at `output`."""
+    """Write the mlx-lm adapters as a PEFT LoRA (or DoRA) adapter directory at `output`.
+
+    `model_path` None: the model named in the adapter config.
+    """
     adapter_path = Path(adapter_path)
     acfg = read_adapter_config(adapter_path)
     kind = acfg.get("fine_tune_type", "lora")
@@ -177,7 +186,8 @@ def export_peft(
             "full weights, not LoRA matrices, so there is no PEFT adapter to export; "
             "use `clo-mlx export-hf --fused` to export the whole model"
         )
-    model, config, model_path = _load_base(model_path)
+    model_arg = model_path or acfg.get("model")
+    model, config, model_path = _load_base(model_path, acfg)
     if "quantization" in config:
         console.print(
             "[yellow]note:[/] the base model is quantized; the PEFT adapter will be applied to the "
@@ -202,7 +212,7 @@ def export_peft(
     peft_config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model_id or _default_base_id(config, model_path),
+        "base_model_name_or_path": base_model_id or default_base_id(model_arg, config, model_path),
         "r": rank,
         "lora_alpha": scale * rank,
         "lora_dropout": float(params.get("dropout", 0.0)),
@@ -253,7 +263,7 @@ def _write_hf_weights(weights: dict[str, mx.array], out: Path) -> None:
 
 
 def export_fused_hf(
-    model_path: str | Path,
+    model_path: str | Path | None,
     adapter_path: str | Path,
     output: str | Path,
     overwrite: bool = False,
@@ -265,7 +275,7 @@ def export_fused_hf(
     """
     from mlx_lm.utils import dequantize_model
 
-    model, config, model_path = _load_base(model_path)
+    model, config, model_path = _load_base(model_path, read_adapter_config(adapter_path))
     dtype = _original_dtype(config, model)
     apply_adapters(model, adapter_path)
     fuse_modules(model, dequantize=True)
@@ -342,11 +352,14 @@ def _pattern_value(patterns: dict, name: str, default: float) -> float:
 
 def import_peft(
     peft_dir: str | Path,
-    model_path: str | Path,
+    model_path: str | Path | None,
     output: str | Path,
     overwrite: bool = False,
 ) -> Path:
-    """Convert a PEFT LoRA/DoRA adapter into mlx-lm adapters at `output` (training can resume)."""
+    """Convert a PEFT LoRA/DoRA adapter into mlx-lm adapters at `output` (training can resume).
+
+    `model_path` None: the adapter's `base_model_name_or_path` (local folder or HF cache).
+    """
     peft_dir = Path(peft_dir)
     if not peft_dir.is_dir():
         raise FileNotFoundError(f"PEFT adapter directory not found: {peft_dir}")
@@ -356,7 +369,8 @@ def import_peft(
         hint = " (only safetensors is read; re-save with safe_serialization=True)"
         raise FileNotFoundError(f"{weights_file}: not found{hint}")
     saved = mx.load(str(weights_file))
-    model, config, model_path = _load_base(model_path)
+    model_arg = model_path or cfg.get("base_model_name_or_path")
+    model, config, model_path = _load_base(model_arg, {"model": model_arg})
     use_dora = bool(cfg.get("use_dora"))
     suffixes = {".lora_A.weight": "a", ".lora_B.weight": "b"}
     if use_dora:
@@ -438,6 +452,7 @@ def import_peft(
             "dropout": float(cfg.get("lora_dropout") or 0.0),
             "keys": sorted(keys),
         },
+        "model": str(model_arg),
         "base_model_name_or_path": cfg.get("base_model_name_or_path"),
     }
     with atomic_output_dir(output, overwrite, protect=(peft_dir, model_path)) as tmp:

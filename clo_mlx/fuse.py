@@ -63,15 +63,18 @@ def read_adapter_config(adapter_path: str | Path) -> dict:
     return config
 
 
-def check_model_path(model_path: str | Path) -> Path:
-    """A local model directory with a config.json (clo-mlx works offline)."""
-    path = Path(model_path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model directory not found or without config.json: {model_path} "
-            "(pass a local model directory)"
-        )
-    return path
+def resolve_model(model: str | Path | None, adapter_config: dict | None = None) -> Path:
+    """The local folder of `model` (a folder or a model in the local HF cache; never downloads).
+
+    Without `model`, the `model` field of the adapter config (mlx-lm and clo-mlx save it).
+    """
+    from clo_mlx.models import resolve_model_path
+
+    if model is None:
+        model = (adapter_config or {}).get("model")
+        if not model:
+            raise ValueError("no --model given and the adapter config names no 'model'")
+    return resolve_model_path(str(model))
 
 
 def apply_adapters(model: nn.Module, adapter_path: str | Path) -> dict:
@@ -155,7 +158,7 @@ def atomic_output_dir(
 
 
 def fuse(
-    model_path: str | Path,
+    model_path: str | Path | None,
     adapter_path: str | Path,
     save_path: str | Path,
     dequantize: bool = False,
@@ -163,12 +166,12 @@ def fuse(
 ) -> Path:
     """Merge the adapters at `adapter_path` into `model_path`; save an MLX model at `save_path`.
 
-    A quantized base stays quantized (the merged weight is re-quantized, which rounds it)
+    `model_path` None: the model named in the adapter config. A quantized base stays quantized (the merged weight is re-quantized, which rounds it)
     unless `dequantize`, which saves full-precision weights and drops the quantization config.
     """
     from mlx_lm.utils import dequantize_model, load_model, load_tokenizer, save
 
-    model_path = check_model_path(model_path)
+    model_path = resolve_model(model_path, read_adapter_config(adapter_path))
     model, config = load_model(model_path, lazy=True)
     apply_adapters(model, adapter_path)
     fuse_modules(model, dequantize=dequantize)

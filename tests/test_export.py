@@ -157,6 +157,63 @@ def test_peft_and_fused_hf_match_mlx(models, tmp_path, case):
     assert sorted(lp["keys"]) == sorted(keys)
 
 
+def retype(model_dir: Path, arch: str) -> Path:
+    """Turn a tiny Llama into a tiny Mistral or Qwen3 (Qwen3 adds per-head q/k RMSNorms)."""
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["model_type"] = arch
+    cfg["architectures"] = ["MistralForCausalLM" if arch == "mistral" else "Qwen3ForCausalLM"]
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    cfg.update({"head_dim": head_dim, "sliding_window": None, "_name_or_path": f"org/tiny-{arch}"})
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    if arch == "qwen3":
+        w = mx.load(str(model_dir / "model.safetensors"))
+        rng = np.random.default_rng(7)
+        for i in range(cfg["num_hidden_layers"]):
+            for n in ("q_norm", "k_norm"):
+                w[f"model.layers.{i}.self_attn.{n}.weight"] = mx.array(
+                    1 + 0.3 * rng.standard_normal(head_dim).astype(np.float32)
+                )
+        mx.save_safetensors(str(model_dir / "model.safetensors"), w, metadata={"format": "pt"})
+    return model_dir
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("arch", ["mistral", "qwen3"])
+def test_other_architectures(tmp_path, arch):
+    pytest.importorskip("peft")
+    base = retype(build_tiny_model(tmp_path / arch, seed=5), arch)
+    adapters = make_adapters(
+        base, tmp_path / "adapters", 2, ["self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj"]
+    )
+    ref = mlx_logits(base, adapters)
+    peft_dir = export_peft(base, adapters, tmp_path / "peft")
+    # the default base id comes from the config's _name_or_path
+    assert (
+        json.loads((peft_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == f"org/tiny-{arch}"
+    )
+    assert np.abs(peft_logits(base, peft_dir) - ref).max() < 1e-4
+    fused = export_fused_hf(base, adapters, tmp_path / "fused")
+    assert np.abs(hf_logits(hf_model(fused)) - ref).max() < 1e-4
+
+
+def test_model_defaults_to_the_adapter_config(models, tmp_path):
+    base = models["llama"]
+    adapters = make_adapters(base, tmp_path / "adapters", 1, ["self_attn.v_proj"])
+    cfg = json.loads((adapters / "adapter_config.json").read_text())
+    (adapters / "adapter_config.json").write_text(json.dumps({**cfg, "model": str(base)}))
+    peft_dir = export_peft(None, adapters, tmp_path / "peft")
+    pcfg = json.loads((peft_dir / "adapter_config.json").read_text())
+    assert pcfg["base_model_name_or_path"] == str(base.resolve())  # no HF id known: the local path
+    assert pcfg["target_modules"] == ["v_proj"] and pcfg["layers_to_transform"] == [1]
+    back = import_peft(peft_dir, None, tmp_path / "back")  # model from base_model_name_or_path
+    assert json.loads((back / "adapter_config.json").read_text())["model"] == str(base.resolve())
+    with pytest.raises(ValueError, match="no --model given"):
+        export_peft(
+            None, make_adapters(base, tmp_path / "a2", 1, ["self_attn.v_proj"]), tmp_path / "x"
+        )
+
+
 @pytest.fixture(scope="module")
 def quantized(models, tmp_path_factory) -> Path:
     from mlx_lm.utils import load, quantize_model, save
