@@ -101,7 +101,10 @@ def load_rows(path: str | Path) -> tuple[str, list[dict]]:
         where = f"{path}:{lineno}"
         row = {f: _require_text(obj, f, where) for f in fields}
         if fmt == "parallel":
-            check_language(row["lang"], where=f"{where}: field 'lang'")
+            try:
+                check_language(row["lang"], where=f"{where}: field 'lang'")
+            except ValueError as e:
+                raise DataError(str(e)) from None
             if row["lang"] == "en":
                 raise DataError(f"{where}: field 'lang' is 'en'; it names the target language")
         if "id" in obj:

@@ -1,0 +1,133 @@
+"""Batched, compiled, chunked log-probs against a plain per-sequence computation and transformers."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+from mlx_lm import load
+
+from clo_mlx.batching import collate
+from clo_mlx.data import Pair
+from clo_mlx.logprobs import sequence_logps
+from clo_mlx.reference import make_logp_fn, score_pairs
+from clo_mlx.tokens import encode_pair, encode_pairs
+
+PAIRS = [
+    Pair(
+        0,
+        "en",
+        "en",
+        "How many legs does a spider have?",
+        "A spider has eight legs.",
+        "Buibui ana miguu minane.",
+    ),
+    Pair(
+        0,
+        "tgt",
+        "sw",
+        "Buibui ana miguu mingapi?",
+        "Buibui ana miguu minane.",
+        "A spider has eight legs.",
+    ),
+    Pair(
+        1,
+        "en",
+        "en",
+        "Name three colours.",
+        "Red, green and blue. Red, green and blue again.",
+        "Nyekundu.",
+    ),
+]
+
+
+def plain_logp(model, ids, start):
+    """Unpadded single sequence, numpy log-softmax: sum of log p(ids[t] | ids[:t]) for t >= start."""
+    logits = np.array(model(mx.array([ids[:-1]]))[0].astype(mx.float32), dtype=np.float64)
+    logsm = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
+    return sum(logsm[t - 1, ids[t]] for t in range(start, len(ids))), len(ids) - start
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
+def test_batched_compiled_matches_per_sequence(arch, request):
+    model, tok = load(str(request.getfixturevalue(arch)))
+    encoded, _ = encode_pairs(tok, PAIRS, max_seq_length=512)
+    scores = score_pairs(model, encoded, batch_size=2, max_seq_length=512)
+    for i, e in enumerate(encoded):
+        ref_c, n_c = plain_logp(model, e.chosen, e.chosen_start)
+        ref_r, n_r = plain_logp(model, e.rejected, e.rejected_start)
+        assert scores["chosen_tokens"][i] == n_c and scores["rejected_tokens"][i] == n_r
+        np.testing.assert_allclose(scores["chosen_logp"][i], ref_c, rtol=1e-4)
+        np.testing.assert_allclose(scores["rejected_logp"][i], ref_r, rtol=1e-4)
+
+
+def test_chunked_head_equals_full_in_values_and_gradients(tiny_llama):
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, tok = load(str(tiny_llama))
+    model.freeze()
+    linear_to_lora_layers(
+        model,
+        -1,
+        {
+            "rank": 4,
+            "scale": 10.0,
+            "dropout": 0.0,
+            "keys": ["self_attn.q_proj", "self_attn.v_proj"],
+        },
+    )
+    for layer in model.layers:  # non-zero lora_b, so gradients reach lora_a too
+        layer.self_attn.q_proj.lora_b = mx.random.normal(layer.self_attn.q_proj.lora_b.shape) * 0.1
+    seqs = [encode_pair(tok, p.prompt, p.chosen) for p in PAIRS]
+    inputs, targets, mask = (mx.array(a) for a in collate(seqs, 512))
+
+    def grads(chunk):
+        def f(m):
+            return sequence_logps(m, inputs, targets, mask, chunk)[0].sum()
+
+        return nn.value_and_grad(model, f)(model)
+
+    (v_full, g_full), (v_chunk, g_chunk) = grads(0), grads(5)
+    assert v_full.item() == pytest.approx(v_chunk.item(), rel=1e-5)
+    gf, gc = dict(tree_flatten(g_full)), dict(tree_flatten(g_chunk))
+    assert gf.keys() == gc.keys() and len(gf) == 8
+    for k in gf:
+        np.testing.assert_allclose(np.array(gf[k]), np.array(gc[k]), rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_fn_sees_updated_weights(tiny_llama):
+    model, tok = load(str(tiny_llama))
+    fn = make_logp_fn(model)
+    inputs, targets, mask = (
+        mx.array(a) for a in collate([encode_pair(tok, "Hi", "Hello there.")], 64)
+    )
+    before = fn(inputs, targets, mask)[0].item()
+    model.update({"model": {"norm": {"weight": model.model.norm.weight * 2}}})
+    after = fn(inputs, targets, mask)[0].item()
+    assert before != pytest.approx(after)
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
+def test_against_transformers(arch, request):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    path = request.getfixturevalue(arch)
+    model, tok = load(str(path))
+    encoded, _ = encode_pairs(tok, PAIRS, max_seq_length=512)
+    scores = score_pairs(model, encoded, batch_size=3, max_seq_length=512)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    hf.eval()
+    for i, e in enumerate(encoded):
+        for ids, start, got in (
+            (e.chosen, e.chosen_start, scores["chosen_logp"][i]),
+            (e.rejected, e.rejected_start, scores["rejected_logp"][i]),
+        ):
+            with torch.no_grad():
+                logits = hf(torch.tensor([ids[:-1]])).logits[0].double()
+            logsm = torch.log_softmax(logits, -1)
+            want = sum(logsm[t - 1, ids[t]].item() for t in range(start, len(ids)))
+            np.testing.assert_allclose(got, want, rtol=1e-4)
