@@ -1,0 +1,176 @@
+"""The MLX M2M100/NLLB port against transformers on tiny random checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from clo_mlx.m2m100 import (
+    Translator,
+    build_tiny_m2m100,
+    generate,
+    load_model,
+    sinusoidal_positions,
+)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TEXTS = [
+    "How many legs does a spider have?",
+    "Red, green, blue.",
+    "The quick brown fox jumps over the lazy dog and 2025 numbers.",
+    "Please explain.",
+    "Mbweha mwepesi wa kahawia",
+    "2 3 4",
+]
+FLAVORS = {
+    # M2M100: `__sw__` tokens, scaled and tied embeddings.
+    "m2m100": dict(flavor="m2m100", seed=0),
+    # NLLB-style: `swh_Latn` codes in tokenizer.json, unscaled embeddings, untied output head.
+    "nllb": dict(flavor="nllb", seed=1, scale_embedding=False, tie_word_embeddings=False),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Tiny models: torch's thread pool only adds contention on a shared CPU.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module", params=list(FLAVORS))
+def tiny(request, tmp_path_factory):
+    path = build_tiny_m2m100(tmp_path_factory.mktemp(request.param), **FLAVORS[request.param])
+    hf = transformers.M2M100ForConditionalGeneration.from_pretrained(str(path)).eval()
+    return request.param, path, hf, Translator(path)
+
+
+def _hf_batch(tr: Translator, texts: list[str]):
+    tr.tokenizer.src_lang = tr.lang_code("en")
+    return tr.tokenizer(texts, padding=True, return_tensors="pt")
+
+
+def _trim(rows: list[list[int]], eos: int = 2) -> list[list[int]]:
+    out = []
+    for row in rows:
+        seq = row[:1]
+        for t in row[1:]:
+            seq.append(t)
+            if t == eos:
+                break
+        out.append(seq)
+    return out
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_positions_match_transformers():
+    from transformers.models.m2m_100.modeling_m2m_100 import M2M100SinusoidalPositionalEmbedding
+
+    for dim in (32, 33):
+        ref = M2M100SinusoidalPositionalEmbedding.get_embedding(40, dim, padding_idx=1).numpy()
+        np.testing.assert_allclose(sinusoidal_positions(40, dim, 1), ref, atol=1e-6)
+
+
+def test_encoder_and_decoder_logits_match(tiny):
+    name, _, hf, tr = tiny
+    batch = _hf_batch(tr, TEXTS)  # padded batch: masks matter
+    forced = tr.lang_token_id("sw")
+    dec = torch.tensor([[2, forced, 5, 9, 11, 7, 1, 30]] * len(TEXTS))  # includes a pad id
+    with torch.no_grad():
+        out = hf(**batch, decoder_input_ids=dec)
+    ids = mx.array(batch["input_ids"].numpy())
+    mask = mx.array(batch["attention_mask"].numpy())
+    enc = np.array(tr.model.encode(ids, mask))
+    real = batch["attention_mask"].numpy().astype(bool)
+    ref_enc = out.encoder_last_hidden_state.numpy()
+    assert _rel(enc[real], ref_enc[real]) < 1e-4, name
+    logits = np.array(tr.model(ids, mask, mx.array(dec.numpy())))
+    assert _rel(logits, out.logits.numpy()) < 1e-4, name
+
+
+def test_kv_cache_decoding_matches_full_pass(tiny):
+    _, _, _, tr = tiny
+    m = tr.model
+    src = tr.encode(TEXTS[:3])
+    from clo_mlx.m2m100 import pad_batch
+
+    ids, mask = pad_batch(src, 1)
+    dec = mx.array([[2, 250, 5, 9, 11, 7]] * 3)
+    full = m(ids, mask, dec)
+    state = m.start(m.encode(ids, mask), mask)
+    steps = [m.decode(dec[:, :2], state)] + [
+        m.decode(dec[:, i : i + 1], state) for i in range(2, 6)
+    ]
+    np.testing.assert_allclose(np.array(mx.concatenate(steps, 1)), np.array(full), atol=1e-4)
+
+
+@pytest.mark.parametrize("num_beams,early_stopping", [(1, False), (3, False), (3, True)])
+def test_generate_matches_transformers(tiny, num_beams, early_stopping):
+    name, _, hf, tr = tiny
+    forced = tr.lang_token_id("sw")
+    batch = _hf_batch(tr, TEXTS)
+    with torch.no_grad():
+        ref = hf.generate(
+            **batch,
+            forced_bos_token_id=forced,
+            max_new_tokens=24,
+            num_beams=num_beams,
+            early_stopping=early_stopping,
+            do_sample=False,
+        )
+    ours = generate(
+        tr.model,
+        tr.encode(TEXTS),
+        forced_bos_token_id=forced,
+        max_new_tokens=24,
+        num_beams=num_beams,
+        early_stopping=early_stopping,
+    )
+    assert ours == _trim(ref.tolist()), (name, num_beams)
+    assert all(seq[1] == forced for seq in ours)
+    if num_beams == 1:  # the tiny models stop at varied lengths: both EOS and max-length paths run
+        lengths = {len(s) for s in ours}
+        assert min(lengths) < 25 and len(lengths) > 1, lengths
+
+
+def test_batched_translation_equals_one_by_one(tiny):
+    _, _, _, tr = tiny
+    batched = tr.translate(TEXTS, "sw", batch_size=4, max_new_tokens=16)
+    single = [tr.translate([t], "sw", batch_size=1, max_new_tokens=16)[0] for t in TEXTS]
+    assert batched == single
+
+
+def test_language_codes(tiny):
+    name, _, _, tr = tiny
+    if name == "nllb":
+        assert tr.lang_code("sw") == "swh_Latn"
+        assert tr.lang_token_id("sw") == tr.tokenizer.convert_tokens_to_ids("swh_Latn")
+        assert tr.lang_token_id("yor_Latn") == tr.tokenizer.convert_tokens_to_ids("yor_Latn")
+        with pytest.raises(ValueError, match="no NLLB-200 code"):
+            tr.lang_code("xx")
+    else:
+        assert tr.lang_token_id("sw") == tr.tokenizer.get_lang_id("sw")
+        assert tr.encode(["Red."])[0][0] == tr.tokenizer.get_lang_id("en")
+        with pytest.raises(ValueError, match="no language"):
+            tr.lang_token_id("xx")
+
+
+def test_load_errors(tmp_path, tiny):
+    _, path, _, _ = tiny
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="--backend llm"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        load_model(tmp_path)
