@@ -157,6 +157,21 @@ def test_peft_and_fused_hf_match_mlx(models, tmp_path, case):
     assert sorted(lp["keys"]) == sorted(keys)
 
 
+@pytest.mark.torch
+def test_lm_head_adapter_uses_an_exact_regex(models, tmp_path):
+    pytest.importorskip("peft")
+    base = models["llama"]
+    # mlx-lm also applies keys at model level: "lm_head" adapts the output projection
+    adapters = make_adapters(base, tmp_path / "adapters", 1, ["self_attn.q_proj", "lm_head"])
+    ref = mlx_logits(base, adapters)
+    peft_dir = export_peft(base, adapters, tmp_path / "peft", base_model_id="org/tiny")
+    cfg = json.loads((peft_dir / "adapter_config.json").read_text())
+    assert isinstance(cfg["target_modules"], str) and cfg["layers_to_transform"] is None
+    assert np.abs(peft_logits(base, peft_dir) - ref).max() < 1e-4
+    with pytest.raises(AdapterError, match="lm_head is not inside model.layers"):
+        import_peft(peft_dir, base, tmp_path / "back")
+
+
 def retype(model_dir: Path, arch: str) -> Path:
     """Turn a tiny Llama into a tiny Mistral or Qwen3 (Qwen3 adds per-head q/k RMSNorms)."""
     cfg = json.loads((model_dir / "config.json").read_text())
@@ -218,17 +233,19 @@ def test_model_defaults_to_the_adapter_config(models, tmp_path):
 def quantized(models, tmp_path_factory) -> Path:
     from mlx_lm.utils import load, quantize_model, save
 
-    out = tmp_path_factory.mktemp("q") / "llama_q4"
-    model, tok, config = load(str(models["llama"]), return_config=True)
+    # Qwen2 with tied embeddings: the quantized embedding is also the output layer
+    out = tmp_path_factory.mktemp("q") / "qwen2_q4"
+    model, tok, config = load(str(models["qwen2_tied"]), return_config=True)
     model, config = quantize_model(model, config, group_size=64, bits=4)
-    save(out, str(models["llama"]), model, tok, config)
+    save(out, str(models["qwen2_tied"]), model, tok, config)
     return out
 
 
 @pytest.mark.torch
 def test_fused_hf_from_quantized_base(quantized, tmp_path):
     pytest.importorskip("torch")
-    adapters = make_adapters(quantized, tmp_path / "adapters", 2, ATTN)
+    assert "model.embed_tokens.scales" in mx.load(str(quantized / "model.safetensors"))
+    adapters = make_adapters(quantized, tmp_path / "adapters", 2, ATTN, kind="dora")
     ref = mlx_logits(quantized, adapters)
     fused = export_fused_hf(quantized, adapters, tmp_path / "fused")
     cfg = json.loads((fused / "config.json").read_text())
@@ -262,6 +279,28 @@ def test_full_fine_tune_exports_fused_but_not_peft(models, tmp_path):
     with pytest.raises(AdapterError, match="full.*--fused"):
         export_peft(base, adapters, tmp_path / "peft")
     assert not (tmp_path / "peft").exists()
+
+
+def test_fused_hf_keeps_the_base_dtype(tmp_path):
+    from clo_mlx.fuse import fuse
+
+    base = build_tiny_model(tmp_path / "bf16", seed=6)
+    cfg = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**cfg, "torch_dtype": "bfloat16"}))
+    w = mx.load(str(base / "model.safetensors"))
+    w = {k: v.astype(mx.bfloat16) for k, v in w.items()}
+    mx.save_safetensors(str(base / "model.safetensors"), w, metadata={"format": "pt"})
+    adapters = make_adapters(base, tmp_path / "adapters", 2, ["self_attn.q_proj"])
+    hf = export_fused_hf(base, adapters, tmp_path / "hf")
+    assert json.loads((hf / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    hf_w = mx.load(str(hf / "model.safetensors"))
+    mlx_w = mx.load(str(fuse(base, adapters, tmp_path / "mlx") / "model.safetensors"))
+    assert sorted(hf_w) == sorted(mlx_w)
+    for k, v in hf_w.items():
+        assert v.dtype == mx.bfloat16
+        assert mx.array_equal(v, mlx_w[k]).item(), k
+    q = "model.layers.1.self_attn.q_proj.weight"
+    assert not mx.array_equal(hf_w[q], w[q]).item()  # the update is merged
 
 
 def test_adapters_from_another_model_name_the_tensor(models, tmp_path):
