@@ -1,0 +1,95 @@
+"""`clo-mlx translate`: build parallel CLO data from English SFT data with a local model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.main import app
+
+
+@app.command()
+def translate(
+    source: Path = typer.Option(
+        ..., help="English SFT JSONL: prompt/response, Alpaca or single-turn messages rows."
+    ),
+    lang: str = typer.Option(..., help="Target language (ISO 639-1, e.g. sw, yo, de, zh)."),
+    output: Path = typer.Option(..., help="Parallel CLO JSONL to write (appended; resumable)."),
+    model: Path = typer.Option(..., help="Local model folder (M2M100/NLLB-200 or a chat model)."),
+    backend: str = typer.Option("m2m100", help="m2m100 (M2M100/NLLB-200) or llm (mlx-lm chat)."),
+    batch_size: int = typer.Option(16, help="Rows per written batch and sentences per forward."),
+    beams: int = typer.Option(1, help="Beam size (m2m100; 1 = greedy)."),
+    max_new_tokens: int = typer.Option(256, help="Maximum tokens per translated piece."),
+    model_lang: str | None = typer.Option(
+        None, help="The model's own target code when it differs (e.g. swh_Latn for NLLB)."
+    ),
+    dtype: str | None = typer.Option(
+        None, help="m2m100 weights dtype (float32, float16, bfloat16); default: as stored."
+    ),
+    max_chars: int = typer.Option(400, help="Split sentences longer than this many characters."),
+    min_ratio: float | None = typer.Option(
+        None, help="Lowest target/source length ratio (default 0.33; 0.1 for zh/ja/ko)."
+    ),
+    max_ratio: float = typer.Option(3.0, help="Highest target/source length ratio."),
+    check_language: bool = typer.Option(
+        True, "--check-language/--no-check-language", help="Reject rows not in --lang."
+    ),
+    check_numbers: bool = typer.Option(
+        True, "--check-numbers/--no-check-numbers", help="Reject rows whose numbers changed."
+    ),
+    limit: int | None = typer.Option(None, help="Translate only the first N rows."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Translate English SFT rows into parallel rows; rejected rows go to a side file."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clo_mlx.data import DataError
+    from clo_mlx.langid import check_language as check_code
+    from clo_mlx.translate import Filters, translate_file
+    from clo_mlx.translate_backends import make_llm, make_m2m100
+
+    if backend not in ("m2m100", "llm"):
+        raise typer.BadParameter("must be 'm2m100' or 'llm'", param_hint="--backend")
+    for name, value in (("--batch-size", batch_size), ("--beams", beams)):
+        if value < 1:
+            raise typer.BadParameter("must be >= 1", param_hint=name)
+    try:
+        check_code(lang, where="--lang")
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--lang") from e
+    if not source.is_file():
+        raise typer.BadParameter(f"{source}: no such file", param_hint="--source")
+    if not (model / "config.json").is_file():
+        raise typer.BadParameter(
+            f"{model}: not a model folder (no config.json)", param_hint="--model"
+        )
+    if backend == "m2m100":
+        fn = make_m2m100(model, lang, batch_size, max_new_tokens, beams, model_lang, dtype)
+    else:
+        fn = make_llm(model, lang, batch_size, max_new_tokens)
+    filters = Filters(
+        min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers
+    )
+    try:
+        summary = translate_file(
+            source, output, lang, fn, batch_size=batch_size, filters=filters,
+            max_chars=max_chars, limit=limit, show_progress=progress,
+        )  # fmt: skip
+    except (DataError, ValueError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from e
+    table = Table(title=f"translate -> {summary['lang']}")
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    run = summary["this_run"]
+    table.add_row("total", str(summary["rows"]))
+    table.add_row("skipped (done before)", str(run["skipped_finished"]))
+    table.add_row("kept", str(summary["kept"]))
+    for reason, n in summary["reasons"].items():
+        table.add_row(f"rejected: {reason}", str(n))
+    if run["rows_per_s"]:
+        table.add_row("rows/s (this run)", f"{run['rows_per_s']:.2f}")
+    Console().print(table)
+    typer.echo(f"parallel rows: {summary['output']}\nrejected rows: {summary['rejected_file']}")

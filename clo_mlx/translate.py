@@ -1,0 +1,544 @@
+"""Build parallel CLO data by machine-translating English SFT data with a local model.
+
+Reads `{"prompt","response"}`, Alpaca `{"instruction","input","output"}` or single-turn
+`{"messages": [...]}` rows; writes parallel rows `{"id","lang","prompt_en","response_en",
+"prompt_tgt","response_tgt"}`. Texts are split into sentences (code blocks, URLs, inline code
+and number-only pieces pass through untouched), translated in batches by a `translate_fn`
+(list of English strings -> list of translations; see `translate_backends.py`), rejoined and
+checked by quality filters. Rejected rows go to a side file with their reason.
+
+The output is appended and fsynced a batch at a time; a re-run skips rows already written (to
+either file), and a torn last line left by a crash is cut off before appending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import DataError, read_jsonl
+from .io import atomic_write_json
+from .langid import check_language, is_language
+
+TranslateFn = Callable[[list[str]], list[str]]
+OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
+REASONS = ("empty", "lost_protected", "repetition", "length_ratio", "wrong_language", "numbers")
+
+# ---------------------------------------------------------------------------- JSONL files
+
+
+def append_jsonl_lines(path: str | Path, rows: Iterable[dict]) -> int:
+    """Append `rows` as whole JSON lines with a single write, then fsync; return the count."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    if not data:
+        return 0
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return data.count(b"\n")
+
+
+def repair_jsonl_tail(path: str | Path) -> int:
+    """Cut a torn last line (no trailing newline) off a JSONL file; return bytes removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # Scan backwards for the last newline.
+        pos, block = size, 1 << 16
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            pos = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return size - keep
+
+
+def read_finished(path: str | Path, lang: str | None = None) -> dict[str, dict]:
+    """Rows of an existing output/side file by id (after repairing a torn tail)."""
+    path = Path(path)
+    repair_jsonl_tail(path)
+    if not path.exists():
+        return {}
+    done = {}
+    for lineno, obj in read_jsonl(path):
+        if "id" not in obj:
+            raise DataError(f"{path}:{lineno}: row has no 'id'; not written by `clo-mlx translate`")
+        if lang is not None and obj.get("lang") != lang:
+            raise DataError(
+                f"{path}:{lineno}: row is for language {obj.get('lang')!r}, not {lang!r}; "
+                "use another --output for another language"
+            )
+        done[str(obj["id"])] = obj
+    return done
+
+
+# ---------------------------------------------------------------------------- SFT readers
+
+
+def _text(obj: dict, key: str, where: str, allow_empty: bool = False) -> str:
+    if key not in obj:
+        raise DataError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise DataError(f"{where}: field {key!r} is empty")
+    return value
+
+
+def sft_pair(obj: dict, where: str) -> tuple[str, str]:
+    """(prompt, response) of one English SFT row in any supported format."""
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+            raise DataError(f"{where}: field 'messages' must be a list of objects")
+        roles = [m.get("role") for m in msgs]
+        if roles != ["user", "assistant"]:
+            raise DataError(
+                f"{where}: field 'messages' must be one user turn then one assistant turn "
+                f"(single-turn; no system message), got roles {roles}"
+            )
+        return (
+            _text(msgs[0], "content", f"{where}: messages[0]"),
+            _text(msgs[1], "content", f"{where}: messages[1]"),
+        )
+    if "instruction" in obj:
+        instruction = _text(obj, "instruction", where)
+        extra = _text(obj, "input", where, allow_empty=True) if "input" in obj else ""
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        return prompt, _text(obj, "output", where)
+    if "prompt" in obj:
+        return _text(obj, "prompt", where), _text(obj, "response", where)
+    raise DataError(
+        f"{where}: unrecognised SFT row (keys {sorted(obj)}); expected "
+        '{"prompt","response"}, {"instruction","input","output"} or {"messages": [...]}'
+    )
+
+
+def read_sft(path: str | Path) -> list[dict]:
+    """English SFT rows as `{"id","prompt","response"}`; errors name file, line and field.
+
+    Rows without an `id` get `"<line>-<hash of the texts>"`, so an edited line is redone.
+    """
+    path = Path(path)
+    rows, seen = [], {}
+    for lineno, obj in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        prompt, response = sft_pair(obj, where)
+        if "id" in obj:
+            if not isinstance(obj["id"], (str, int)):
+                raise DataError(f"{where}: field 'id' must be a string or an integer")
+            rid = str(obj["id"])
+        else:
+            digest = hashlib.sha1(f"{prompt}\x00{response}".encode()).hexdigest()[:10]
+            rid = f"{lineno}-{digest}"
+        if rid in seen:
+            raise DataError(f"{where}: duplicate id {rid!r} (first on line {seen[rid]})")
+        seen[rid] = lineno
+        rows.append({"id": rid, "prompt": prompt, "response": response})
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+# ---------------------------------------------------------------------------- splitting
+
+_FENCE = re.compile(
+    r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?^[ \t]*\1[^\n]*$|^[ \t]*(`{3,}|~{3,}).*\Z", re.M | re.S
+)
+_PROTECT = re.compile(
+    r"`[^`\n]+`"  # inline code
+    r"|\b(?:https?|ftp)://[^\s<>\"')\]]+[^\s<>\"')\].,;:!?]"  # URL
+    r"|\bwww\.[^\s<>\"')\]]+[^\s<>\"')\].,;:!?]"
+    r"|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"  # e-mail
+)
+_LINE = re.compile(r"^(\s*(?:(?:[-*+•]|\d+[.)]|#{1,6}|>)\s+)*)(.*?)(\s*)$", re.S)
+_SENT_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*\s+")
+_ABBREV = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "approx"}
+_PLACEHOLDER = "[[{}]]"
+_PLACEHOLDER_RE = re.compile(r"\[\s*\[\s*(\d+)\s*\]\s*\]")
+
+
+@dataclass
+class Piece:
+    text: str
+    translate: bool
+
+
+def needs_translation(text: str) -> bool:
+    """Whether `text` has words to translate once URLs, code and e-mails are taken out."""
+    return any(c.isalpha() for c in _PROTECT.sub(" ", text))
+
+
+def _split_sentences(text: str, max_chars: int) -> list[str]:
+    parts, start = [], 0
+    for m in _SENT_END.finditer(text):
+        before = text[start : m.start()].split()
+        word = before[-1].lower().rstrip(".") if before else ""
+        nxt = text[m.end() : m.end() + 1]
+        if word in _ABBREV or (nxt and nxt.islower()):
+            continue
+        parts.append(text[start : m.end()])
+        start = m.end()
+    if start < len(text):
+        parts.append(text[start:])
+    out = []
+    for p in parts:  # overlong sentences: cut at clause breaks, then at spaces
+        while len(p) > max_chars:
+            cut = max(p.rfind(sep, 0, max_chars) for sep in ("; ", ", ", ": "))
+            cut = cut + 2 if cut > max_chars // 4 else p.rfind(" ", 0, max_chars) + 1
+            if cut <= 0:
+                cut = max_chars
+            out.append(p[:cut])
+            p = p[cut:]
+        out.append(p)
+    return out
+
+
+def _split_line(line: str, max_chars: int) -> list[Piece]:
+    m = _LINE.match(line)
+    prefix, content, trail = m.group(1), m.group(2), m.group(3)
+    pieces = [Piece(prefix, False)] if prefix else []
+    if content.startswith("|"):  # markdown table row: translate cells, keep the pipes
+        for cell in re.split(r"(\s*\|\s*)", content):
+            if cell:
+                pieces.append(Piece(cell, needs_translation(cell)))
+    elif needs_translation(content):
+        for sent in _split_sentences(content, max_chars):
+            core = sent.rstrip()
+            if needs_translation(core):
+                pieces.append(Piece(core, True))
+            elif core:
+                pieces.append(Piece(core, False))
+            if len(core) < len(sent):
+                pieces.append(Piece(sent[len(core) :], False))
+    elif content:
+        pieces.append(Piece(content, False))
+    if trail:
+        pieces.append(Piece(trail, False))
+    return pieces
+
+
+def split_text(text: str, max_chars: int = 400) -> list[Piece]:
+    """Split `text` into pieces to translate and pieces to keep; `"".join` restores it."""
+    pieces: list[Piece] = []
+    pos = 0
+    for m in _FENCE.finditer(text):
+        pieces += _split_prose(text[pos : m.start()], max_chars)
+        pieces.append(Piece(m.group(0), False))
+        pos = m.end()
+    pieces += _split_prose(text[pos:], max_chars)
+    return pieces
+
+
+def _split_prose(text: str, max_chars: int) -> list[Piece]:
+    pieces = []
+    for part in re.split(r"(\n+)", text):
+        if not part:
+            continue
+        if part.startswith("\n"):
+            pieces.append(Piece(part, False))
+        else:
+            pieces += _split_line(part, max_chars)
+    return pieces
+
+
+def protect(text: str) -> tuple[str, list[str]]:
+    """Replace URLs, inline code and e-mails with `[[i]]` placeholders."""
+    spans: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        spans.append(m.group(0))
+        return _PLACEHOLDER.format(len(spans) - 1)
+
+    return _PROTECT.sub(sub, text), spans
+
+
+def restore(text: str, spans: list[str]) -> str | None:
+    """Put protected spans back; None when a placeholder was lost or duplicated."""
+    if not spans:
+        return text
+    found = [int(m.group(1)) for m in _PLACEHOLDER_RE.finditer(text)]
+    if sorted(found) != list(range(len(spans))):
+        return None
+    return _PLACEHOLDER_RE.sub(lambda m: spans[int(m.group(1))], text)
+
+
+# ---------------------------------------------------------------------------- filters
+
+_DENSE = {"zh", "ja", "yue", "wuu", "ko"}  # scripts needing far fewer characters than English
+
+
+@dataclass
+class Filters:
+    """Quality checks on translated rows; a check is skipped on text shorter than `min_chars`."""
+
+    min_ratio: float | None = None  # None: 0.1 for zh/ja/ko, else 0.33
+    max_ratio: float = 3.0
+    min_chars: int = 20
+    langid: bool = True
+    numbers: bool = True
+    candidates: tuple[str, ...] = ("en",)
+
+    def ratio_bounds(self, lang: str) -> tuple[float, float]:
+        low = self.min_ratio if self.min_ratio is not None else (0.1 if lang in _DENSE else 0.33)
+        return low, self.max_ratio
+
+
+_REPEAT_CHARS = re.compile(r"(.{1,30}?)\1{4,}", re.S)
+_REPEAT_WORDS = re.compile(r"((?:\S+\s+){1,8}?)\1{3,}")
+
+
+def has_repetition(text: str) -> bool:
+    """A unit repeated 5+ times in a row (>= 15 chars), or a word n-gram 4+ times in a row."""
+    for m in _REPEAT_CHARS.finditer(text):
+        if len(m.group(0)) >= 15 and not m.group(1).isspace():
+            return True
+    return _REPEAT_WORDS.search(text + " ") is not None
+
+
+def digit_runs(text: str) -> Counter:
+    """Multiset of digit runs, any script's digits mapped to ASCII ("3,5" and "3.5" agree)."""
+    norm = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+    return Counter(re.findall(r"\d+", norm))
+
+
+def check_field(src: str, tgt: str, lang: str, filters: Filters) -> tuple[str, str] | None:
+    """First failed check as (reason, detail) for translated text `tgt` of source `src`."""
+    if not tgt.strip():
+        return "empty", "translation is empty"
+    if has_repetition(tgt) and not has_repetition(src):
+        return "repetition", "degenerate repetition in the translation"
+    if len(src) >= filters.min_chars:
+        low, high = filters.ratio_bounds(lang)
+        ratio = len(tgt) / len(src)
+        if not low <= ratio <= high:
+            return "length_ratio", f"length ratio {ratio:.2f} outside [{low}, {high}]"
+    letters = sum(c.isalpha() for c in tgt)
+    if filters.langid and letters >= filters.min_chars:
+        if not is_language(tgt, lang, filters.candidates):
+            return "wrong_language", f"not identified as {lang!r}"
+    if filters.numbers and digit_runs(src) != digit_runs(tgt):
+        missing = digit_runs(src) - digit_runs(tgt)
+        extra = digit_runs(tgt) - digit_runs(src)
+        return "numbers", f"numbers differ (missing {sorted(missing)}, extra {sorted(extra)})"
+    return None
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+@dataclass
+class _Field:
+    pieces: list[Piece]
+    masked: list[tuple[int, str, list[str]]] = field(default_factory=list)  # (piece, text, spans)
+
+
+def _prepare(text: str, max_chars: int) -> _Field:
+    f = _Field(split_text(text, max_chars))
+    for i, p in enumerate(f.pieces):
+        if p.translate:
+            masked, spans = protect(p.text)
+            f.masked.append((i, masked, spans))
+    return f
+
+
+def _assemble(f: _Field, done: dict[str, str]) -> tuple[str, str, str, str | None]:
+    """(full translation, translated-part source, translated-part target, problem or None)."""
+    texts = [p.text for p in f.pieces]
+    src_parts, tgt_parts, problem = [], [], None
+    for i, masked, spans in f.masked:
+        out = done[masked].strip()
+        if not out:
+            problem = problem or "empty"
+        restored = restore(out, spans)
+        if restored is None:
+            problem = problem or "lost_protected"
+            restored = out
+        texts[i] = restored
+        src_parts.append(f.pieces[i].text)
+        tgt_parts.append(restored)
+    return "".join(texts), " ".join(src_parts), " ".join(tgt_parts), problem
+
+
+def translate_rows(
+    rows: list[dict],
+    translate_fn: TranslateFn,
+    lang: str,
+    filters: Filters | None = None,
+    max_chars: int = 400,
+) -> list[tuple[dict, tuple[str, str] | None]]:
+    """Translate SFT rows; each result is (parallel row, None) or (parallel row, (reason, detail))."""
+    filters = filters or Filters()
+    prepared = [
+        (_prepare(r["prompt"], max_chars), _prepare(r["response"], max_chars)) for r in rows
+    ]
+    unique = list(dict.fromkeys(m for pair in prepared for f in pair for _, m, _ in f.masked))
+    outputs = translate_fn(unique) if unique else []
+    if len(outputs) != len(unique):
+        raise RuntimeError(f"translator returned {len(outputs)} texts for {len(unique)} inputs")
+    done = dict(zip(unique, outputs, strict=True))
+    results = []
+    for row, (fp, fr) in zip(rows, prepared, strict=True):
+        out = {
+            "id": row["id"],
+            "lang": lang,
+            "prompt_en": row["prompt"],
+            "response_en": row["response"],
+        }
+        verdict = None
+        for name, f in (("prompt", fp), ("response", fr)):
+            full, src, tgt, problem = _assemble(f, done)
+            out[f"{name}_tgt"] = full
+            if verdict is None and problem is not None:
+                detail = (
+                    "translation is empty"
+                    if problem == "empty"
+                    else "a URL/code placeholder was lost"
+                )
+                verdict = (problem, f"{name}: {detail}")
+            if verdict is None and f.masked:
+                bad = check_field(src, tgt, lang, filters)
+                if bad is not None:
+                    verdict = (bad[0], f"{name}: {bad[1]}")
+        results.append((out, verdict))
+    return results
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def side_paths(output: str | Path) -> tuple[Path, Path]:
+    """(rejected rows file, summary file) next to `output`."""
+    output = Path(output)
+    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(stem + ".rejected.jsonl"), output.with_name(stem + ".summary.json")
+
+
+def _progress(total: int, enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.2f} rows/s" if speed else "-- rows/s")
+
+    return Progress(
+        TextColumn("[bold]translate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def translate_file(
+    source: str | Path,
+    output: str | Path,
+    lang: str,
+    translate_fn: TranslateFn,
+    batch_size: int = 16,
+    filters: Filters | None = None,
+    max_chars: int = 400,
+    limit: int | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
+
+    Rows are written a batch at a time; rejected rows (with `reason`, `detail`) go to
+    `<output stem>.rejected.jsonl`; counts go to `<output stem>.summary.json` and are returned.
+    """
+    check_language(lang, where="--lang")
+    if lang == "en":
+        raise ValueError("--lang names the target language; it cannot be 'en'")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rejected_path, summary_path = side_paths(output)
+    rows = read_sft(source)
+    if limit is not None:
+        rows = rows[:limit]
+    kept = read_finished(output, lang)
+    rejected = read_finished(rejected_path, lang)
+    todo = [r for r in rows if r["id"] not in kept and r["id"] not in rejected]
+    start, n_kept, n_rej = time.perf_counter(), 0, 0
+    with _progress(len(rows), show_progress) as progress:
+        task = progress.add_task("rows", total=len(rows), completed=len(rows) - len(todo))
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s : s + batch_size]
+            results = translate_rows(chunk, translate_fn, lang, filters, max_chars)
+            good = [row for row, verdict in results if verdict is None]
+            bad = [
+                {**row, "reason": verdict[0], "detail": verdict[1]}
+                for row, verdict in results
+                if verdict is not None
+            ]
+            n_kept += append_jsonl_lines(output, good)
+            n_rej += append_jsonl_lines(rejected_path, bad)
+            progress.advance(task, len(chunk))
+    elapsed = time.perf_counter() - start
+    if not output.exists():
+        output.touch()
+    ids = {r["id"] for r in rows}
+    kept = read_finished(output, lang)
+    rejected = read_finished(rejected_path, lang)
+    reasons = Counter(r.get("reason", "?") for i, r in rejected.items() if i in ids)
+    summary = {
+        "source": str(source),
+        "output": str(output),
+        "rejected_file": str(rejected_path),
+        "lang": lang,
+        "rows": len(rows),
+        "kept": sum(i in ids for i in kept),
+        "rejected": sum(reasons.values()),
+        "reasons": {r: reasons.get(r, 0) for r in REASONS},
+        "this_run": {
+            "rows": len(todo),
+            "skipped_finished": len(rows) - len(todo),
+            "kept": n_kept,
+            "rejected": n_rej,
+            "seconds": round(elapsed, 3),
+            "rows_per_s": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
+        },
+    }
+    atomic_write_json(summary_path, summary)
+    return summary

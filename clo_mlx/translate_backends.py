@@ -1,0 +1,96 @@
+"""Translation backends for `clo-mlx translate`: an M2M100/NLLB model or an mlx-lm chat model.
+
+Each `make_*` returns a function mapping a list of English strings to their translations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "bn": "Bengali", "de": "German", "es": "Spanish", "fa": "Persian",
+    "fr": "French", "ha": "Hausa", "hi": "Hindi", "id": "Indonesian", "ig": "Igbo",
+    "it": "Italian", "ja": "Japanese", "ko": "Korean", "ms": "Malay", "nl": "Dutch",
+    "pl": "Polish", "pt": "Portuguese", "ru": "Russian", "sw": "Swahili", "ta": "Tamil",
+    "te": "Telugu", "th": "Thai", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu",
+    "vi": "Vietnamese", "yo": "Yoruba", "zh": "Chinese (Simplified)", "zu": "Zulu",
+    "am": "Amharic", "so": "Somali", "xh": "Xhosa", "el": "Greek", "he": "Hebrew",
+    "cs": "Czech", "sv": "Swedish", "fi": "Finnish", "da": "Danish", "hu": "Hungarian",
+    "ro": "Romanian", "bg": "Bulgarian", "tl": "Tagalog", "ne": "Nepali", "mr": "Marathi",
+}  # fmt: skip
+
+LLM_PROMPT = (
+    "Translate the following text from English to {language}. Keep the meaning, formatting, "
+    "numbers and any code unchanged. Reply with the translation only.\n\n{text}"
+)
+
+
+def make_m2m100(
+    model_path: str | Path,
+    lang: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    num_beams: int = 1,
+    model_lang: str | None = None,
+    dtype: str | None = None,
+) -> Callable[[list[str]], list[str]]:
+    """An M2M100/NLLB-200 translator (MLX) from a local checkpoint folder."""
+    from .m2m100 import Translator
+
+    tr = Translator(model_path, dtype=dtype)
+    target = model_lang or lang
+    tr.lang_token_id(target)  # fail early on an unknown language
+
+    def translate(texts: list[str]) -> list[str]:
+        return tr.translate(
+            texts, target, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams
+        )
+
+    return translate
+
+
+def llm_prompts(tokenizer, texts: list[str], lang: str) -> list[list[int]]:
+    """Chat-formatted translation prompts as token ids."""
+    language = LANGUAGE_NAMES.get(lang, lang)
+    prompts = []
+    for t in texts:
+        messages = [{"role": "user", "content": LLM_PROMPT.format(language=language, text=t)}]
+        s = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompts.append(tokenizer.encode(s, add_special_tokens=False))
+    return prompts
+
+
+def make_llm(
+    model_path: str | Path,
+    lang: str,
+    batch_size: int = 16,
+    max_tokens: int = 512,
+    dtype: str = "auto",
+) -> Callable[[list[str]], list[str]]:
+    """A translator that prompts a local mlx-lm chat model (greedy, batched)."""
+    from mlx_lm.generate import batch_generate
+
+    from .models import load_model
+
+    model, tokenizer = load_model(str(model_path), dtype=dtype)
+
+    def translate(texts: list[str]) -> list[str]:
+        prompts = llm_prompts(tokenizer, texts, lang)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out = [""] * len(texts)
+        for s in range(0, len(order), batch_size):
+            chunk = order[s : s + batch_size]
+            res = batch_generate(
+                model,
+                tokenizer,
+                [prompts[i] for i in chunk],
+                max_tokens=max_tokens,
+                completion_batch_size=batch_size,
+                prefill_batch_size=batch_size,
+            )
+            for i, text in zip(chunk, res.texts, strict=True):
+                out[i] = text.strip()
+        return out
+
+    return translate
