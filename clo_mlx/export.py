@@ -246,10 +246,18 @@ def _original_dtype(config: dict, model: nn.Module) -> mx.Dtype:
     return mx.float32
 
 
-def _write_hf_weights(weights: dict[str, mx.array], out: Path) -> None:
-    from mlx_lm.utils import make_shards
-
-    shards = make_shards(weights)
+def write_hf_weights(
+    weights: dict[str, mx.array], out: Path, max_shard_bytes: int = 5 << 30
+) -> None:
+    """`model.safetensors`, or shards plus `model.safetensors.index.json` as transformers reads."""
+    shards: list[dict[str, mx.array]] = [{}]
+    size = 0
+    for k, v in weights.items():
+        if shards[-1] and size + v.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += v.nbytes
     if len(shards) == 1:
         mx.save_safetensors(str(out / "model.safetensors"), shards[0], metadata={"format": "pt"})
         return
@@ -292,7 +300,7 @@ def export_fused_hf(
     hf_config.update(dict.fromkeys(keys, dtype_name))
     with atomic_output_dir(output, overwrite, protect=(model_path, Path(adapter_path))) as tmp:
         mx.eval(weights)
-        _write_hf_weights(weights, tmp)
+        write_hf_weights(weights, tmp)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         for name in TOKENIZER_FILES:
             if (model_path / name).is_file():

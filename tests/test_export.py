@@ -303,6 +303,26 @@ def test_fused_hf_keeps_the_base_dtype(tmp_path):
     assert not mx.array_equal(hf_w[q], w[q]).item()  # the update is merged
 
 
+@pytest.mark.torch
+def test_sharded_hf_weights_load_in_transformers(models, tmp_path):
+    import shutil
+
+    from clo_mlx.export import write_hf_weights
+
+    pytest.importorskip("torch")
+    base = models["llama"]
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for f in base.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, sharded / f.name)
+    weights = mx.load(str(base / "model.safetensors"))
+    write_hf_weights(weights, sharded, max_shard_bytes=60_000)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 3 and set(index["weight_map"]) == set(weights)
+    assert np.abs(hf_logits(hf_model(sharded)) - hf_logits(hf_model(base))).max() == 0
+
+
 def test_adapters_from_another_model_name_the_tensor(models, tmp_path):
     # 3-layer qwen2 adapters on the last 2 layers: layer 2 does not exist in the 2-layer llama
     adapters = make_adapters(models["qwen2_tied"], tmp_path / "a", 2, ["self_attn.q_proj"])
