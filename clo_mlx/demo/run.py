@@ -1,0 +1,276 @@
+"""The built-in demo: CLO on the bilingual demo corpus with the shipped English-centric model.
+
+`run_demo()` writes the corpus to a cache folder, measures language fidelity (share of answers in
+the prompt's language) before training, trains with the core trainer (fidelity is also tracked
+at every eval), measures it after, prints a before/after table with sample answers, and writes
+the adapters, `metrics.jsonl`, `demo_curves.png` and `demo_summary.json` to `adapter_path`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+from clo_mlx.demo import DEMO_MODEL
+from clo_mlx.demo.corpus import LANG, read_jsonl, split_rows, write_jsonl
+
+CORPUS_SEED = 0  # the shipped model was pretrained on this seed's `pretrain` split
+CORPUS_VERSION = 1
+CANDIDATES = ["en", LANG]
+DEMO_TRAIN_ROWS = 400
+
+# Demo training settings (any config key can be overridden through **overrides).
+DEMO_CONFIG = {
+    "iters": 120,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0},
+    "clo": {"beta": 0.1, "lambda": 0.5},
+    "steps_per_report": 10,
+    "steps_per_eval": 30,
+    "val_batches": 4,
+    "max_seq_length": 256,
+}
+QUICK_CONFIG = {"iters": 30, "steps_per_eval": 15, "val_batches": 2}
+EVAL_PROMPTS = 60  # per language, before and after
+TRACK_PROMPTS = 16  # per language, at the intermediate evals (for the plot)
+QUICK_EVAL_PROMPTS = 16
+MAX_TOKENS = 40
+
+
+def demo_cache_dir() -> Path:
+    """Where the demo corpus goes: $CLO_MLX_CACHE/demo, else ~/.cache/clo-mlx/demo."""
+    root = os.environ.get("CLO_MLX_CACHE") or Path.home() / ".cache" / "clo-mlx"
+    return Path(root) / "demo"
+
+
+def prepare_demo_data(cache_dir: str | Path | None = None) -> Path:
+    """The demo data folder (train/valid/test + pretrain.jsonl), generated once and cached.
+
+    `train.jsonl` holds the first DEMO_TRAIN_ROWS rows of the corpus' train split (enough for
+    the demo's steps; fewer reference log-probs to compute).
+    """
+    data_dir = Path(cache_dir or demo_cache_dir()) / f"data-v{CORPUS_VERSION}"
+    manifest = data_dir / "manifest.json"
+    want = {"version": CORPUS_VERSION, "seed": CORPUS_SEED, "lang": LANG, "train": DEMO_TRAIN_ROWS}
+    if manifest.is_file():
+        try:
+            if json.loads(manifest.read_text()) == want:
+                return data_dir
+        except json.JSONDecodeError:
+            pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    splits = split_rows(seed=CORPUS_SEED)
+    splits["train"] = splits["train"][:DEMO_TRAIN_ROWS]
+    for split, rows in splits.items():
+        write_jsonl(data_dir / f"{split}.jsonl", rows)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(want))
+    os.replace(tmp, manifest)
+    return data_dir
+
+
+def _merge(base: dict, updates: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in updates.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _fidelity_table(title: str, columns: dict[str, dict], n: int):
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("language fidelity")
+    for name in columns:
+        table.add_column(name, justify="right")
+    table.add_row(
+        f"Swahili answers to Swahili prompts (n={n})", *(_fmt(c["sw"]) for c in columns.values())
+    )
+    table.add_row(
+        f"English answers to English prompts (n={n})", *(_fmt(c["en"]) for c in columns.values())
+    )
+    return table
+
+
+def run_demo(
+    adapter_path: str | Path = "adapters/demo",
+    iters: int | None = None,
+    loss: str = "clo",
+    seed: int = 0,
+    quick: bool = False,
+    model: str | Path | None = None,
+    n_eval: int | None = None,
+    console=None,
+    **overrides,
+) -> dict:
+    """Train on the demo corpus and measure language fidelity before and after; return the numbers.
+
+    `quick` cuts training and evaluation down (tests). Other keyword arguments are config keys
+    (e.g. `batch_size=4`, `clo={"lambda": 0.3}`) applied over the demo settings.
+    """
+    from rich.console import Console
+
+    from clo_mlx.config import build_config
+    from clo_mlx.fidelity import language_fidelity
+    from clo_mlx.models import load_model
+    from clo_mlx.plots import plot_training, read_metrics
+    from clo_mlx.run import attach_adapters, prepare
+    from clo_mlx.trainer import train
+
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    data_dir = prepare_demo_data()
+    model_path = Path(model or DEMO_MODEL)
+    settings = _merge(DEMO_CONFIG, QUICK_CONFIG if quick else {})
+    settings = _merge(settings, {k: v for k, v in overrides.items() if v is not None})
+    settings.update(
+        model=str(model_path), data=str(data_dir), adapter_path=str(adapter_path),
+        loss=loss, seed=seed, save_every=10**9,
+    )  # fmt: skip
+    if iters is not None:
+        settings["iters"] = iters
+    cfg = build_config(None, settings)
+    if cfg.save_every > cfg.iters:
+        cfg.save_every = cfg.iters
+
+    n_eval = n_eval or (QUICK_EVAL_PROMPTS if quick else EVAL_PROMPTS)
+    test = read_jsonl(data_dir / "test.jsonl")
+    if n_eval > len(test):
+        raise ValueError(f"n_eval={n_eval}: the demo test split has {len(test)} rows")
+    prompts = {
+        "en": [r["prompt_en"] for r in test[:n_eval]],
+        LANG: [r["prompt_tgt"] for r in test[:n_eval]],
+    }
+    track = {k: v[: min(TRACK_PROMPTS, n_eval)] for k, v in prompts.items()}
+
+    console.rule(
+        f"[bold]clo-mlx demo: {loss.upper()} on English/Swahili, tiny English-centric model"
+    )
+    console.print(f"model {model_path}\ndata  {data_dir}\nadapters {cfg.adapter_path}")
+    mdl, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
+    before = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
+    console.print(
+        f"before training: {_fmt(before[LANG]['fidelity'])} of Swahili prompts answered in "
+        f"Swahili, {_fmt(before['en']['fidelity'])} of English prompts in English"
+    )
+
+    prep = prepare(cfg, model=mdl, tokenizer=tokenizer, console=console)
+    attach_adapters(mdl, cfg, console)
+
+    def on_eval(step: int, model) -> dict:
+        if step == 0:  # adapters start at zero: the model is still the base model
+            res = {k: {"fidelity": v["fidelity"]} for k, v in before.items()}
+        else:
+            model.eval()
+            res = language_fidelity(model, tokenizer, track, CANDIDATES, max_tokens=MAX_TOKENS)
+        return {f"fidelity/{k}": v["fidelity"] for k, v in res.items()}
+
+    result = train(mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console)
+    mdl.eval()
+    after = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
+    seconds = time.perf_counter() - t0
+
+    adapter_dir = Path(cfg.adapter_path)
+    records = read_metrics(adapter_dir / "metrics.jsonl")
+    # The last tracked point uses the full evaluation set.
+    records.append(
+        {
+            "type": "eval",
+            "step": cfg.iters,
+            **{f"fidelity/{k}": v["fidelity"] for k, v in after.items()},
+        }
+    )
+    plot = plot_training(records, adapter_dir / "demo_curves.png", title=f"clo-mlx demo ({loss})")
+
+    margins = [r["rewards/margins"] for r in result.reports if "rewards/margins" in r]
+    val = [e for e in result.evals if "val/rewards/margins" in e]
+    summary = {
+        "loss": loss,
+        "iters": cfg.iters,
+        "seconds": seconds,
+        "n_eval": n_eval,
+        "before": {k: v["fidelity"] for k, v in before.items()},
+        "after": {k: v["fidelity"] for k, v in after.items()},
+        "train_margins": {"first": margins[0], "last": margins[-1]} if margins else None,
+        "val_margins": {
+            "first": val[0]["val/rewards/margins"],
+            "last": val[-1]["val/rewards/margins"],
+        }
+        if val
+        else None,
+        "adapter_path": str(adapter_dir),
+        "plot": str(plot) if plot else None,
+        "samples": [
+            {
+                "lang": lang,
+                "prompt": before[lang]["samples"][i]["prompt"],
+                "before": before[lang]["samples"][i]["response"],
+                "after": after[lang]["samples"][i]["response"],
+            }
+            for lang in (LANG, "en")
+            for i in range(min(3, n_eval))
+        ],
+    }
+    tmp = adapter_dir / "demo_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    os.replace(tmp, adapter_dir / "demo_summary.json")
+
+    _print_report(console, summary)
+    return {
+        **summary,
+        "reports": result.reports,
+        "evals": result.evals,
+        "fidelity_before": before,
+        "fidelity_after": after,
+    }
+
+
+def _print_report(console, s: dict) -> None:
+    from rich.table import Table
+
+    console.print(_fidelity_table(f"{s['loss'].upper()}: before vs after {s['iters']} steps",
+                                  {"before": s["before"], "after": s["after"]}, s["n_eval"]))  # fmt: skip
+    samples = Table(title="sample answers (greedy)", show_lines=True)
+    for col in ("prompt", "before", "after"):
+        samples.add_column(col, overflow="fold")
+    for x in s["samples"]:
+        samples.add_row(x["prompt"], x["before"], x["after"])
+    console.print(samples)
+    if s["val_margins"]:
+        console.print(
+            f"validation reward margin: {s['val_margins']['first']:.2f} -> {s['val_margins']['last']:.2f}"
+        )
+    console.print(f"adapters: {s['adapter_path']}  plot: {s['plot']}  ({s['seconds']:.0f} s)")
+    console.print(
+        f'try it: clo-mlx generate --adapter-path {s["adapter_path"]} --prompt "{s["samples"][0]["prompt"]}"'
+    )
+
+
+def run_demo_comparison(
+    adapter_path: str | Path = "adapters/demo", loss: str | None = None, **kwargs
+) -> dict:
+    """Run the demo with CLO and with SFT (target-language NLL only) on the same rows; compare."""
+    from rich.console import Console
+
+    console = kwargs.pop("console", None) or Console(stderr=True)
+    results = {
+        name: run_demo(adapter_path=Path(adapter_path) / name, loss=name, console=console, **kwargs)
+        for name in ("clo", "sft")
+    }
+    cols = {}
+    for name, r in results.items():
+        cols[f"{name.upper()} before"] = r["before"]
+        cols[f"{name.upper()} after"] = r["after"]
+    console.print(_fidelity_table("CLO vs SFT on the same rows", cols, results["clo"]["n_eval"]))
+    return results
