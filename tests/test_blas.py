@@ -192,3 +192,27 @@ def test_opt_out_keeps_the_reference_blas_quietly(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ACTIVE " + blas.reference_blas_path() in proc.stdout
     assert "clo-mlx:" not in proc.stderr
+
+
+def test_doctor_reports_backend_and_blas(tmp_path):
+    # `python -m cli.main` would import cli.main twice (as __main__ and as cli.main).
+    args = ["-c", "from cli.main import main; main()", "doctor", "--matmul-size", "128"]
+    proc = _run(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = dict(
+        (k.strip(), v.strip()) for k, v in (ln.split(":", 1) for ln in proc.stdout.splitlines())
+    )
+    assert lines["backend"] in ("cpu", "metal", "cuda")
+    assert float(lines["fp32 matmul"].split()[0]) > 0
+    if sys.platform.startswith("linux"):
+        decision = _real_decision()
+        if decision.action == "reexec":
+            assert lines["blas"].endswith("[optimized]")
+            assert os.path.realpath(lines["blas"].split(" [")[0]) == os.path.realpath(
+                decision.library
+            )
+            assert "MALLOC_TOP_PAD_=" in lines["malloc env"]
+        elif decision.action == "slow":
+            assert lines["blas"].endswith("[reference (slow)]")
+    elif sys.platform == "darwin":
+        assert lines["blas"] == "Accelerate (macOS)"
