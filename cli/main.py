@@ -19,7 +19,9 @@ app = typer.Typer(
 def _register_commands() -> None:
     # Importing a command module registers its commands on `app`.
     import cli.doctor_cmd  # noqa: F401
+    import cli.eval_cmd  # noqa: F401
     import cli.generate_cmd  # noqa: F401
+    import cli.sweep_cmd  # noqa: F401
     import cli.translate_cmd  # noqa: F401
     from cli import export_cmd, fuse_cmd  # noqa: F401
     from cli import train_cmd  # noqa: F401

@@ -1,0 +1,215 @@
+"""`clo-mlx eval` metrics against an independent per-sequence computation on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import parallel_rows, write_jsonl
+from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm import load
+
+from clo_mlx.data import load_pairs
+from clo_mlx.evaluate import (
+    EvalOptions,
+    compare_models,
+    fidelity_metrics,
+    fidelity_prompts,
+    markdown_table,
+    strip_adapters,
+)
+from clo_mlx.langid import detect_language
+from clo_mlx.tokens import encode_pair
+
+BETA = 0.2
+
+
+def np_response_logp(model, ids: list[int], start: int) -> tuple[float, int]:
+    """Sum of log p(ids[t] | ids[:t]) for t >= start, from one unbatched forward pass."""
+    logits = np.array(model(mx.array(ids)[None]).astype(mx.float32))[0].astype(np.float64)
+    m = logits.max(-1, keepdims=True)
+    lp = logits - (np.log(np.exp(logits - m).sum(-1, keepdims=True)) + m)
+    return float(sum(lp[t - 1, ids[t]] for t in range(start, len(ids)))), len(ids) - start
+
+
+def pair_logps(model, tok, pairs):
+    out = np.zeros((len(pairs), 2))
+    ntok = np.zeros((len(pairs), 2))
+    for i, p in enumerate(pairs):
+        for j, resp in enumerate((p.chosen, p.rejected)):
+            out[i, j], ntok[i, j] = np_response_logp(model, *encode_pair(tok, p.prompt, resp))
+    return out, ntok
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_llama, tmp_path_factory):
+    """LoRA adapters (mlx-lm format) with random non-zero weights."""
+    from clo_mlx.adapters import apply_trainable, save_adapters
+    from clo_mlx.config import build_config
+
+    out = tmp_path_factory.mktemp("adapters") / "lora"
+    model, _ = load(str(tiny_llama))
+    cfg = build_config(overrides={"lora_parameters": {"rank": 4, "scale": 10.0}})
+    apply_trainable(model, cfg)
+    rng = np.random.default_rng(3)
+    model.update(
+        tree_unflatten(
+            [
+                (k, mx.array(rng.normal(0, 0.3, v.shape).astype(np.float32)))
+                for k, v in tree_flatten(model.trainable_parameters())
+            ]
+        )
+    )
+    save_adapters(model, out, cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    d = tmp_path_factory.mktemp("heldout")
+    rows = parallel_rows(4)
+    write_jsonl(d / "test.jsonl", rows)
+    mc = [
+        {"lang": "sw", "question": "Buibui ana miguu mingapi?", "choices": ["Minane.", "Nne."],
+         "label": 0},
+        {"lang": "en", "question": "Name three colours.",
+         "choices": ["Hello, my friend!", "Red, green and blue."], "label": 1},
+        {"lang": "en", "question": "What is two plus two?",
+         "choices": ["Two plus two is four.", "A spider has eight legs.", "Blue."], "label": 0},
+    ]  # fmt: skip
+    write_jsonl(d / "mc.jsonl", mc)
+    return d
+
+
+def test_compare_models_against_independent_computation(tiny_llama, adapter_dir, heldout, tmp_path):
+    opts = EvalOptions(
+        batch_size=4,
+        max_seq_length=256,
+        fidelity_prompts=2,
+        max_tokens=6,
+        beta=BETA,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    results = compare_models(
+        str(tiny_llama),
+        [adapter_dir, adapter_dir],
+        data=heldout,
+        mc_path=heldout / "mc.jsonl",
+        out_dir=tmp_path / "report",
+        opts=opts,
+        names=["a", "a-again"],
+    )
+    assert [r["name"] for r in results] == ["base", "a", "a-again"]
+
+    pairs = load_pairs(heldout / "test.jsonl")
+    kinds = np.array([p.kind for p in pairs])
+    base_model, tok = load(str(tiny_llama))
+    ref, ntok = pair_logps(base_model, tok, pairs)
+    lora_model, _ = load(str(tiny_llama), adapter_path=str(adapter_dir))
+    pol, _ = pair_logps(lora_model, tok, pairs)
+
+    m = results[1]["metrics"]
+    assert not any("rewards/" in k for k in results[0]["metrics"])  # base = reference: no rewards
+    h = (pol[:, 0] - ref[:, 0]) - (pol[:, 1] - ref[:, 1])
+    assert np.abs(h).min() > 1e-3  # the adapters really change the scores
+    assert m["rewards/accuracies"] == pytest.approx(np.mean(h > 0))
+    assert m["rewards/margins"] == pytest.approx(BETA * h.mean(), rel=1e-3, abs=1e-4)
+    for kind in ("en", "tgt"):
+        assert m[f"rewards/accuracies/{kind}"] == pytest.approx(np.mean(h[kinds == kind] > 0))
+        assert m[f"rewards/margins/{kind}"] == pytest.approx(
+            BETA * h[kinds == kind].mean(), rel=1e-3, abs=1e-4
+        )
+    # Perplexity of the chosen responses per language, token-weighted.
+    for lang, kind in (("en", "en"), ("sw", "tgt")):
+        sel = kinds == kind
+        want = math.exp(-pol[sel, 0].sum() / ntok[sel, 0].sum())
+        assert m[f"ppl/{lang}"] == pytest.approx(want, rel=1e-4)
+        base_want = math.exp(-ref[sel, 0].sum() / ntok[sel, 0].sum())
+        assert results[0]["metrics"][f"ppl/{lang}"] == pytest.approx(base_want, rel=1e-4)
+
+    # Multiple choice with the adapted model.
+    mc = [json.loads(line) for line in (heldout / "mc.jsonl").read_text().splitlines()]
+    correct = {"en": [], "sw": []}
+    for item in mc:
+        scores = [np_response_logp(lora_model, *encode_pair(tok, item["question"], c)) for c in item["choices"]]  # fmt: skip
+        s = np.array([x[0] for x in scores])
+        correct[item["lang"]].append(int(np.argmax(s) == item["label"]))
+    for lang, c in correct.items():
+        assert m[f"mc/{lang}/acc"] == pytest.approx(np.mean(c))
+
+    # Adapters are removed after each model: loading the same adapters again gives the same numbers.
+    again = results[2]["metrics"]
+    for k, v in m.items():
+        assert again[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+
+    # Fidelity: the share of samples judged to be in the prompt's language.
+    for r in results:
+        fid = r["details"]["fidelity"]
+        assert set(fid) == {"sw", "en"} and all(f["n"] == 2 for f in fid.values())
+        for lang, f in fid.items():
+            judged = [
+                detect_language(s["response"], ["en", "sw"])[0] if s["response"].strip() else None
+                for s in f["samples"]
+            ]
+            assert r["metrics"][f"fidelity/{lang}"] == pytest.approx(np.mean([j == lang for j in judged]))  # fmt: skip
+
+    # The report files hold the same numbers.
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [r["name"] for r in report] == ["base", "a", "a-again"]
+    assert report[1]["metrics"]["rewards/accuracies"] == m["rewards/accuracies"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| a-again |" in md and "fidelity/sw" in md and "rewards/accuracies" in md
+    assert (tmp_path / "report" / "report.png").stat().st_size > 1000
+
+
+def test_strip_adapters_restores_the_base_outputs(tiny_llama, adapter_dir):
+    from mlx_lm.tuner.utils import load_adapters
+
+    model, tok = load(str(tiny_llama))
+    ids, start = encode_pair(tok, "Name three colours.", "Red, green and blue.")
+    before = np_response_logp(model, ids, start)[0]
+    load_adapters(model, str(adapter_dir))
+    assert abs(np_response_logp(model, ids, start)[0] - before) > 1e-3
+    strip_adapters(model)
+    assert np_response_logp(model, ids, start)[0] == pytest.approx(before, abs=1e-5)
+    assert all("lora" not in k for k, _ in tree_flatten(model.parameters()))
+
+
+def test_fidelity_aggregation_and_prompts():
+    result = {
+        "sw": {"fidelity": 0.75, "n": 4, "samples": []},
+        "en": {"fidelity": 1.0, "n": 2, "samples": []},
+    }
+    assert fidelity_metrics(result) == {
+        "fidelity/sw": 0.75,
+        "fidelity/en": 1.0,
+        "fidelity/mean": 0.875,
+    }
+    assert fidelity_metrics({}) == {}
+
+    from clo_mlx.data import rows_to_pairs
+
+    rows = parallel_rows(8) + parallel_rows(2, lang="de")
+    prompts = fidelity_prompts(rows_to_pairs("parallel", rows), 3)
+    assert list(prompts) == ["de", "sw", "en"]  # target languages first, English last
+    assert prompts["sw"] == [
+        "Buibui ana miguu mingapi?",
+        "Taja rangi tatu.",
+        "Mbili jumlisha mbili ni ngapi?",
+    ]  # distinct, in order
+    assert len(prompts["en"]) == 3 and len(prompts["de"]) == 2
+
+
+def test_markdown_table_lists_headline_metrics():
+    results = [
+        {"name": "base", "metrics": {"fidelity/sw": 0.1, "rewards/accuracies": 0.0, "loss": 1.0}},
+        {"name": "clo", "metrics": {"fidelity/sw": 0.9, "rewards/accuracies": 0.8, "ppl/sw": 5.0}},
+    ]
+    md = markdown_table(results)
+    lines = md.strip().splitlines()
+    assert lines[0] == "| model | fidelity/sw | rewards/accuracies | ppl/sw |"
+    assert lines[2] == "| base | 0.100 | 0.000 | – |"
+    assert lines[3] == "| clo | 0.900 | 0.800 | 5.000 |"
