@@ -501,14 +501,21 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
     y = mx.full((B * nb, 1), a.decoder_start_token_id, dtype=mx.int32)
     while True:
         logits = model.decode(y, state)[:, -1, :].astype(mx.float32)
-        logp = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        V = logits.shape[-1]
         if cur_len == 1 and forced is not None:
-            logp[:] = -np.inf
-            logp[:, forced] = 0.0
-        V = logp.shape[-1]
-        acc = (logp.reshape(B, nb, V) + run_scores[:, :, None]).reshape(B, nb * V)
-        top = np.argsort(-acc, axis=1, kind="stable")[:, :K]
-        top_lp = np.take_along_axis(acc, top, axis=1).astype(np.float32)
+            logp = mx.where(mx.arange(V) == forced, 0.0, -mx.inf)[None, :]
+            logp = mx.broadcast_to(logp, logits.shape)
+        else:
+            logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        acc = (logp.reshape(B, nb, V) + mx.array(run_scores)[:, :, None]).reshape(B, nb * V)
+        # The K best of nb * V candidates, selected on the device, ordered on the host
+        # (ties by index, like a stable sort).
+        part = mx.argpartition(-acc, kth=K - 1, axis=1)[:, :K]
+        part_lp = mx.take_along_axis(acc, part, axis=1)
+        part, part_lp = np.array(part).astype(np.int64), np.array(part_lp).astype(np.float32)
+        order = np.lexsort((part, -part_lp), axis=1)
+        top = np.take_along_axis(part, order, axis=1)
+        top_lp = np.take_along_axis(part_lp, order, axis=1)
         src, tok = top // V, top % V
         top_seq = np.take_along_axis(run_seq, src[:, :, None], axis=1)
         top_seq[:, :, cur_len] = tok
