@@ -156,6 +156,7 @@ def build_tiny_model(
     texts: Iterable[str] | None = None,
     vocab_size: int = 512,
     seed: int = 0,
+    init_std: float = 0.02,
     **config_overrides,
 ) -> Path:
     """Build a tiny random model with a freshly trained tokenizer in `out_dir` (HF layout)."""
@@ -170,5 +171,5 @@ def build_tiny_model(
     config["eos_token_id"] = ids["<|im_end|>"]
     config["pad_token_id"] = ids["<|endoftext|>"]
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    save_weights(random_weights(config, seed=seed), out_dir / "model.safetensors")
+    save_weights(random_weights(config, seed=seed, std=init_std), out_dir / "model.safetensors")
     return out_dir

@@ -77,6 +77,14 @@ def tiny_qwen2(tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def learnable_llama(tmp_path_factory) -> Path:
+    """A tiny Llama with larger initial weights: attention LoRA moves its outputs within a few steps."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("learnable_llama"), "llama", texts=TEXTS, seed=1, init_std=0.1
+    )
+
+
 @pytest.fixture
 def parallel_data(tmp_path) -> Path:
     """A data folder with train.jsonl (8 rows) and valid.jsonl (4 rows)."""

@@ -1,0 +1,196 @@
+"""Training runs on a tiny model: CLO learns the preferences; config values change what they should."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import parallel_rows, write_jsonl
+
+from clo_mlx.config import build_config
+from clo_mlx.run import attach_adapters, prepare, run_training
+from clo_mlx.trainer import PairData, SequenceData
+
+
+def cfg_for(model, data, tmp_path, **over):
+    base = {
+        "model": str(model),
+        "data": str(data),
+        "adapter_path": str(tmp_path / "ad"),
+        "cache_dir": str(tmp_path / "cache"),
+        "batch_size": 8,
+        "iters": 16,
+        "learning_rate": 3e-3,
+        "clo": {"beta": 1.0},
+        "steps_per_report": 4,
+        "steps_per_eval": 16,
+        "save_every": 8,
+        "lora_parameters": {"rank": 4, "scale": 10.0},
+    }
+    return build_config(overrides={**base, **over})
+
+
+def test_clo_run_lowers_loss_and_raises_reward_accuracy(learnable_llama, parallel_data, tmp_path):
+    cfg = cfg_for(learnable_llama, parallel_data, tmp_path)
+    _, result = run_training(cfg)
+    first, last = result.evals[0], result.evals[-1]
+    assert first["step"] == 0 and last["step"] == cfg.iters
+    assert last["val/loss"] < first["val/loss"]
+    assert last["val/rewards/accuracies"] > 0.5 >= first["val/rewards/accuracies"]
+    assert last["val/rewards/margins"] > 0
+    assert last["val/nll/target"] < first["val/nll/target"]
+    lines = [json.loads(x) for x in (tmp_path / "ad" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if x["type"] == "train"]
+    assert [x["step"] for x in train_lines] == [4, 8, 12, 16]
+    for key in (
+        "loss",
+        "loss/dpo",
+        "nll/target",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "learning_rate",
+        "tokens_per_second",
+        "peak_memory_gb",
+    ):
+        assert key in train_lines[-1]
+    files = sorted(p.name for p in (tmp_path / "ad").iterdir())
+    assert files == [
+        "0000008_adapters.safetensors",
+        "adapter_config.json",
+        "adapters.safetensors",
+        "metrics.jsonl",
+    ]
+
+
+def test_reference_cache_is_reused_and_keyed_by_tokens(tiny_llama, parallel_data, tmp_path, capsys):
+    cfg = cfg_for(tiny_llama, parallel_data, tmp_path)
+    first = prepare(cfg)
+    second = prepare(cfg)
+    np.testing.assert_array_equal(first.train.ref_chosen, second.train.ref_chosen)
+    err = capsys.readouterr().err
+    assert "computed and cached" in err and "from cache" in err
+    entries = list((tmp_path / "cache" / "reference").glob("*.safetensors"))
+    prepare(cfg_for(tiny_llama, parallel_data, tmp_path, max_seq_length=30))
+    assert len(list((tmp_path / "cache" / "reference").glob("*.safetensors"))) > len(entries)
+
+
+def test_loss_and_language_options_select_what_trains(tiny_llama, parallel_data, tmp_path):
+    target = prepare(cfg_for(tiny_llama, parallel_data, tmp_path, loss="sft")).train
+    assert isinstance(target, SequenceData) and len(target) == 8
+    sw_answers = {r["response_tgt"] for r in parallel_rows(8)}
+    prep = prepare(
+        cfg_for(tiny_llama, parallel_data, tmp_path, loss="sft", sft={"languages": "en"})
+    )
+    decoded = {
+        prep.tokenizer.decode(ids[s:]).replace("<|im_end|>\n", "") for ids, s in prep.train.seqs
+    }
+    assert decoded.isdisjoint(sw_answers) and len(prep.train) == 8
+    both = prepare(
+        cfg_for(tiny_llama, parallel_data, tmp_path, loss="sft", sft={"languages": "both"})
+    )
+    assert len(both.train) == 16
+
+    clo = prepare(cfg_for(tiny_llama, parallel_data, tmp_path)).train
+    assert isinstance(clo, PairData)
+    kinds = [e.pair.kind for e in clo.encoded]
+    assert list(clo.nll_weight) == [float(k == "tgt") for k in kinds]
+    clo_both = prepare(cfg_for(tiny_llama, parallel_data, tmp_path, clo={"nll_languages": "both"}))
+    assert clo_both.train.nll_weight.tolist() == [1.0] * 16
+
+
+def test_sft_and_dpo_baselines_train(tiny_llama, parallel_data, tmp_path):
+    _, sft = run_training(
+        cfg_for(tiny_llama, parallel_data, tmp_path, loss="sft", iters=8, steps_per_eval=8)
+    )
+    assert sft.reports[-1]["nll/train"] < sft.reports[0]["nll/train"] + 1e-6
+    assert "rewards/margins" not in sft.reports[-1]  # SFT reports its NLL only
+    _, dpo = run_training(
+        cfg_for(tiny_llama, parallel_data, tmp_path / "d", loss="dpo", iters=8, steps_per_eval=8)
+    )
+    # With lambda = 0 the loss is the DPO term alone.
+    assert dpo.reports[-1]["loss"] == pytest.approx(dpo.reports[-1]["loss/dpo"], rel=1e-5)
+
+
+def test_batches_keep_both_pairs_of_a_row_together(tiny_llama, parallel_data, tmp_path):
+    from clo_mlx.trainer import unit_batches
+
+    prep = prepare(cfg_for(tiny_llama, parallel_data, tmp_path))
+    batches = unit_batches(prep.train, 4, full=True)
+    assert sorted(i for b in batches for i in b) == list(range(16))
+    for batch in batches:
+        pairs = [prep.train.encoded[i].pair for i in batch]
+        assert len(batch) == 4
+        for row in {p.row for p in pairs}:
+            assert sorted(p.kind for p in pairs if p.row == row) == ["en", "tgt"]
+
+
+def test_cli_train_with_config_then_score(tiny_llama, parallel_data, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"model: {tiny_llama}\ndata: {parallel_data}\nadapter_path: {tmp_path / 'ad'}\n"
+        f"cache_dir: {tmp_path / 'cache'}\niters: 4\nbatch_size: 2\nsteps_per_report: 2\n"
+        "learning_rate: 1e-3\nlora_parameters: {rank: 2, scale: 4.0}\n"
+    )
+    env_cmd = [sys.executable, "-c", "from cli.main import main; main()"]
+    run = subprocess.run([*env_cmd, "train", "-c", str(config)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    saved = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    assert saved["iters"] == 4 and saved["lora_parameters"]["rank"] == 2
+
+    out = tmp_path / "scores.jsonl"
+    run = subprocess.run(
+        [
+            *env_cmd,
+            "score",
+            "--model",
+            str(tiny_llama),
+            "--data",
+            str(parallel_data / "valid.jsonl"),
+            "--output",
+            str(out),
+            "--adapter-path",
+            str(tmp_path / "ad"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(x["row"], x["kind"]) for x in lines] == [
+        (i, k) for i in range(4) for k in ("en", "tgt")
+    ]
+    for x in lines:
+        assert set(x) == {
+            "row",
+            "kind",
+            "chosen_logp",
+            "rejected_logp",
+            "chosen_tokens",
+            "rejected_tokens",
+        }
+        assert x["chosen_logp"] < 0 and x["chosen_tokens"] > 0
+
+    # The same pairs scored in-process with the adapters give the same numbers.
+    from clo_mlx.data import load_pairs
+    from clo_mlx.models import load_model
+    from clo_mlx.reference import score_pairs
+    from clo_mlx.tokens import encode_pairs
+
+    model, tok = load_model(str(tiny_llama), adapter_path=str(tmp_path / "ad"))
+    encoded, _ = encode_pairs(tok, load_pairs(parallel_data / "valid.jsonl"), 2048)
+    scores = score_pairs(model, encoded, 3, 2048)
+    np.testing.assert_allclose([x["chosen_logp"] for x in lines], scores["chosen_logp"], rtol=1e-5)
+
+
+def test_multiple_target_languages_in_one_run(tiny_llama, tmp_path):
+    rows = parallel_rows(4, "sw") + [{**r, "lang": "de"} for r in parallel_rows(4)]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    prep = prepare(cfg_for(tiny_llama, data, tmp_path))
+    langs = {e.pair.lang for e in prep.train.encoded}
+    assert langs == {"en", "sw", "de"}
+    attach_adapters(prep.model, cfg_for(tiny_llama, data, tmp_path))
