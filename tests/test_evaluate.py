@@ -213,3 +213,55 @@ def test_markdown_table_lists_headline_metrics():
     assert lines[0] == "| model | fidelity/sw | rewards/accuracies | ppl/sw |"
     assert lines[2] == "| base | 0.100 | 0.000 | – |"
     assert lines[3] == "| clo | 0.900 | 0.800 | 5.000 |"
+
+
+def test_eval_cli_writes_the_report(tiny_llama, adapter_dir, heldout, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli.main
+
+    cli.main._register_commands()
+    out = tmp_path / "cli_report"
+    args = ["eval", "--model", str(tiny_llama), "-a", str(adapter_dir), "--name", "mine",
+            "--data", str(heldout / "test.jsonl"), "--fidelity-prompts", "0",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    r = CliRunner().invoke(cli.main.app, args)
+    assert r.exit_code == 0, r.output
+    assert "| mine |" in r.output and "rewards/accuracies" in r.output
+    report = json.loads((out / "report.json").read_text())
+    assert [x["name"] for x in report] == ["base", "mine"]
+    assert "fidelity/sw" not in report[1]["metrics"]  # --fidelity-prompts 0 skips generation
+
+    bad = CliRunner().invoke(cli.main.app, [*args[:4], str(tmp_path / "nope"), *args[5:]])
+    assert bad.exit_code != 0 and "no such adapter folder" in str(bad.exception)
+
+
+def test_sweep_cli_merges_yaml_and_flags(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli.main
+    import clo_mlx.sweep
+
+    cli.main._register_commands()
+    seen = {}
+
+    def fake_run(spec):
+        seen["spec"] = spec
+        (tmp_path / "o").mkdir(exist_ok=True)
+        (tmp_path / "o" / "results.md").write_text("# table\n")
+        return []
+
+    monkeypatch.setattr(clo_mlx.sweep, "run_sweep", fake_run)
+    (tmp_path / "s.yaml").write_text(
+        "model: m\ndata: d\nout: " + str(tmp_path / "o") + "\nmethods: [clo]\n"
+        "train: {learning_rate: 1.0e-4, batch_size: 2}\neval: {max_tokens: 9}\n"
+    )
+    args = ["sweep", "-c", str(tmp_path / "s.yaml"), "--methods", "clo,sft+dpo",
+            "--sizes", "0.25,100", "--seeds", "0,1", "--batch-size", "8", "--fidelity-prompts", "5"]  # fmt: skip
+    r = CliRunner().invoke(cli.main.app, args)
+    assert r.exit_code == 0, r.output
+    spec = seen["spec"]
+    assert spec.methods == ["clo", "sft+dpo"] and spec.sizes == [0.25, 100] and spec.seeds == [0, 1]
+    assert spec.train == {"learning_rate": 1.0e-4, "batch_size": 8}
+    assert spec.eval == {"max_tokens": 9, "fidelity_prompts": 5}
+    assert "# table" in r.output
