@@ -274,8 +274,14 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
     eval_key = {
         "model": fingerprint,
         "eval": dataclasses.asdict(opts),
-        "data": str(spec.data),
-        "mc": [spec.mc, spec.mc_langs, spec.mc_split, spec.mc_limit],
+        "heldout": _file_digest(heldout_file(spec.data)),
+        "train_data": _file_digest(Path(spec.data) / "train.jsonl"),
+        "mc": [
+            _file_digest(spec.mc) if spec.mc else None,
+            spec.mc_langs,
+            spec.mc_split,
+            spec.mc_limit,
+        ],
     }
 
     cells = [(m, k, s) for s in spec.seeds for k in counts for m in spec.methods]
@@ -343,6 +349,10 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
     records = sorted(done, key=lambda r: (spec.methods.index(r["method"]), r["rows"], r["seed"]))
     write_results(records, base, out, spec, target_languages(heldout))
     return records
+
+
+def _file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _file_text(path) -> str | None:
@@ -443,6 +453,9 @@ def plot_sweep(records, base, metrics: Sequence[str], path, methods: Sequence[st
         if bv is not None and not (isinstance(bv, float) and math.isnan(bv)):
             ax.axhline(bv, color="gray", linestyle="--", linewidth=1, label=BASE_NAME)
         ax.set_xscale("log", base=2)
+        ticks = sorted({r["rows"] for r in records})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training rows")
         ax.set_title(metric, fontsize=10)
         ax.grid(alpha=0.3)
