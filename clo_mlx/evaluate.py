@@ -412,8 +412,11 @@ def plot_comparison(
     names = [r["name"] for r in results]
     colors = [plt.cm.tab10(i % 10) for i in range(len(names))]
     for ax, col in zip(axes.flat, columns, strict=False):
-        vals = [r["metrics"].get(col, float("nan")) for r in results]
-        ax.bar(range(len(names)), vals, color=colors)
+        vals = [r["metrics"].get(col) for r in results]
+        vals = [float("nan") if v is None else v for v in vals]
+        bars = ax.bar(range(len(names)), vals, color=colors)
+        labels = ["" if v is None or math.isnan(v) else f"{v:.3g}" for v in vals]
+        ax.bar_label(bars, labels=labels, fontsize=6)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
         ax.set_title(col, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
