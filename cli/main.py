@@ -5,6 +5,8 @@ Each command lives in its own module under `cli/` and registers itself on `app`.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 app = typer.Typer(
@@ -23,8 +25,7 @@ def _register_commands() -> None:
     import cli.generate_cmd  # noqa: F401
     import cli.sweep_cmd  # noqa: F401
     import cli.translate_cmd  # noqa: F401
-    from cli import export_cmd, fuse_cmd  # noqa: F401
-    from cli import train_cmd  # noqa: F401
+    from cli import export_cmd, fuse_cmd, score_cmd, train_cmd  # noqa: F401
 
 
 def main() -> None:
@@ -32,8 +33,22 @@ def main() -> None:
     from clo_mlx.blas import ensure_fast_blas
 
     ensure_fast_blas()
+    # clo-mlx never downloads: models come from local folders or the local Hugging Face cache.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _register_commands()
-    app()
+    try:
+        app()
+    except Exception as e:  # a user's bad input: one clear message, no traceback
+        from clo_mlx.errors import CloError
+        from clo_mlx.trainer import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            typer.echo(f"clo-mlx: {e}", err=True)
+            raise SystemExit(130) from None
+        if not isinstance(e, (CloError, FileNotFoundError)) or os.environ.get("CLO_MLX_DEBUG"):
+            raise
+        typer.echo(f"clo-mlx: error: {e}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

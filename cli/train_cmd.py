@@ -57,6 +57,12 @@ def train(
     logprob_chunk_size: int | None = typer.Option(
         None, help="Positions per output-head chunk (0: off)."
     ),
+    resume: bool | None = typer.Option(
+        None, "--resume/--no-resume", help="Continue from the latest checkpoint in adapter_path."
+    ),
+    skip_nonfinite: bool | None = typer.Option(
+        None, "--skip-nonfinite/--no-skip-nonfinite", help="Skip batches with a NaN/inf loss."
+    ),
     compare_sft: bool = typer.Option(
         False, help="Demo only: also run SFT on the same rows and compare."
     ),
@@ -94,6 +100,8 @@ def train(
         "test": test,
         "cache_dir": cache_dir,
         "logprob_chunk_size": logprob_chunk_size,
+        "resume": resume,
+        "skip_nonfinite": skip_nonfinite,
     }
     for key, sub in nested.items():
         given = {k: v for k, v in sub.items() if v is not None}

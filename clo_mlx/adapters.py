@@ -16,13 +16,14 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .config import TrainConfig
+from .errors import CloError
 from .io import atomic_save_safetensors, atomic_write_json
 
 ADAPTER_FILE = "adapters.safetensors"
 CONFIG_FILE = "adapter_config.json"
 
 
-class AdapterError(ValueError):
+class AdapterError(CloError):
     """Adapter files that are missing or do not fit the model."""
 
 
@@ -125,6 +126,36 @@ def check_adapter_path(adapter_path: str | Path) -> dict:
     if config.get("fine_tune_type", "lora") != "full" and "lora_parameters" not in config:
         raise AdapterError(f"{adapter_path / CONFIG_FILE}: missing field 'lora_parameters'")
     return config
+
+
+def check_adapters_fit(model: nn.Module, adapter_path: str | Path) -> dict:
+    """Check that the adapters in `adapter_path` were made for a model of this shape."""
+    config = check_adapter_path(adapter_path)
+    where = Path(adapter_path) / CONFIG_FILE
+    n = len(model.layers)
+    if config["num_layers"] > n:
+        raise AdapterError(
+            f"{where}: num_layers={config['num_layers']} but the model has only {n} layers "
+            "(adapters made for another model?)"
+        )
+    keys = (config.get("lora_parameters") or {}).get("keys")
+    if keys:
+        try:
+            _check_keys(model, keys)
+        except AdapterError as e:
+            raise AdapterError(f"{where}: {e} (adapters made for another model?)") from None
+    return config
+
+
+def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> None:
+    """mlx-lm's adapter loading, after our checks, with its shape errors named as ours."""
+    from mlx_lm.tuner.utils import load_adapters
+
+    check_adapters_fit(model, adapter_path)
+    try:
+        load_adapters(model, str(adapter_path))
+    except ValueError as e:
+        raise AdapterError(f"{adapter_path}: adapters do not fit this model: {e}") from None
 
 
 def load_weights_into(model: nn.Module, weights_file: str | Path) -> None:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .errors import CloError
+
 ATTENTION_KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
 LOSSES = ("clo", "dpo", "sft")
 FINE_TUNE_TYPES = ("lora", "dora", "full")
@@ -21,7 +23,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
+class ConfigError(CloError):
     """A bad configuration value; the message names the file and key."""
 
 
@@ -70,6 +72,8 @@ class TrainConfig:
     dtype: str = "auto"  # auto: float32 on a CPU-only backend, the checkpoint's dtype elsewhere
     logprob_chunk_size: int | None = None  # positions per output-head chunk; None: automatic
     cache_dir: str | None = None  # reference log-prob cache; None: ~/.cache/clo-mlx
+    resume: bool = False  # continue from the latest checkpoint in adapter_path
+    skip_nonfinite: bool = False  # skip a batch whose loss is NaN/inf instead of stopping
     test: bool = False
     test_batches: int = -1
     clear_cache_threshold: int = 0

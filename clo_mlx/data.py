@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CloError
 from .langid import check_language
 
 PARALLEL_FIELDS = ("lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
@@ -23,7 +24,7 @@ PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
 SPLITS = ("train", "valid", "test")
 
 
-class DataError(ValueError):
+class DataError(CloError):
     """Bad input data; the message names the file, line and field."""
 
 

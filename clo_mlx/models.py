@@ -14,10 +14,12 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
 
+from .errors import CloError
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
 
-class ModelError(ValueError):
+class ModelError(CloError):
     """A model that cannot be used; the message names the path and what is missing."""
 
 
@@ -79,8 +81,8 @@ def load_model(
     trust_remote_code: bool = False,
 ):
     """(model, tokenizer) from a local folder; `dtype="auto"` means float32 on a CPU-only backend."""
-    from mlx_lm.utils import load_adapters, load_tokenizer
     from mlx_lm.utils import load_model as _load_model
+    from mlx_lm.utils import load_tokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = resolve_model_path(path_or_repo)
@@ -94,10 +96,9 @@ def load_model(
     if target is not None:
         cast_floats(model, target)
     if adapter_path is not None:
-        from .adapters import check_adapter_path
+        from .adapters import load_adapters_checked
 
-        check_adapter_path(adapter_path)
-        load_adapters(model, str(adapter_path))
+        load_adapters_checked(model, adapter_path)
         model.eval()
     tokenizer = load_tokenizer(
         path,

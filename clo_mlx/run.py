@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mlx.core as mx
 import numpy as np
 
 from .adapters import apply_trainable, count_parameters, load_weights_into
+from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
 from .models import load_model, model_fingerprint
 from .reference import reference_logps
 from .tokens import EncodedPair, TruncationReport, encode_pairs
-from .trainer import PairData, SequenceData, TrainResult, nll_weights, sft_sequences, train
+from .trainer import (
+    PairData,
+    SequenceData,
+    TrainResult,
+    build_optimizer,
+    nll_weights,
+    sft_sequences,
+    train,
+)
 
 
 @dataclass
@@ -123,6 +133,7 @@ def prepare(
 
 def attach_adapters(model, cfg: TrainConfig, console=None) -> None:
     console = console or _console()
+    mx.random.seed(cfg.seed)  # LoRA's random init of lora_a is fixed by the seed
     apply_trainable(model, cfg)
     if cfg.resume_adapter_file:
         load_weights_into(model, cfg.resume_adapter_file)
@@ -141,6 +152,11 @@ def run_training(cfg: TrainConfig, console=None, **train_kwargs) -> tuple[Prepar
     prep = prepare(cfg, console=console)
     attach_adapters(prep.model, cfg, console)
     np.random.seed(cfg.seed)
+    if cfg.resume:
+        optimizer = build_optimizer(cfg)
+        start = load_checkpoint(cfg.adapter_path, prep.model, optimizer, cfg)
+        console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
+        train_kwargs.update(start_step=start, optimizer=optimizer)
     result = train(prep.model, cfg, prep.train, prep.valid, console=console, **train_kwargs)
     if prep.test is not None:
         from .trainer import evaluate

@@ -18,11 +18,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_map, tree_unflatten
 
-from .adapters import save_adapters
+from .adapters import save_adapters, trainable_weights
 from .batching import collate, epoch_order, length_sorted_batches
+from .checkpoint import save_checkpoint
 from .config import TrainConfig
+from .errors import CloError
 from .io import append_jsonl
 from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
@@ -255,8 +257,53 @@ class TrainResult:
     adapter_file: Path | None = None
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class NonFiniteLoss(CloError):
+    """NaN/inf loss or weights; the message names the step."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training: a checkpoint was saved; `clo-mlx train --resume` continues."""
+
+
+def _assign_inplace(dst, src):
+    """Copy the arrays of tree `src` into the containers of tree `dst` (compiled state stays bound)."""
+    if isinstance(dst, dict):
+        for k in dst:
+            dst[k] = _assign_inplace(dst[k], src[k])
+        return dst
+    if isinstance(dst, list):
+        for i in range(len(dst)):
+            dst[i] = _assign_inplace(dst[i], src[i])
+        return dst
+    return src
+
+
+class _StopOnSigint:
+    """First Ctrl-C asks the loop to stop after the current step; a second one interrupts."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 def _grad_checkpoint(layer: nn.Module) -> None:
@@ -275,12 +322,14 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
-    save_checkpoint: Callable[[int, nn.Module, optim.Optimizer], None] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
 
     Reports go to `metrics.jsonl` in cfg.adapter_path, to `on_report`, and to the console; evals
     (preference metrics on `valid_data`, plus whatever `on_eval` returns) every steps_per_eval.
+    Every save_every steps: adapters (mlx-lm layout) and a resumable checkpoint. To resume, pass
+    the step and the optimizer restored by `checkpoint.load_checkpoint`: the batch order and the
+    RNG depend only on (seed, step), so a resumed run continues exactly.
     """
     from rich.console import Console
     from rich.progress import (
@@ -295,10 +344,7 @@ def train(
     adapter_path = Path(cfg.adapter_path)
     adapter_path.mkdir(parents=True, exist_ok=True)
     metrics_file = adapter_path / "metrics.jsonl"
-    if start_step == 0 and metrics_file.exists():
-        metrics_file.unlink()
-
-    mx.random.seed(cfg.seed)
+    _truncate_metrics(metrics_file, start_step)
     if cfg.grad_checkpoint:
         _grad_checkpoint(model.layers[0])
     optimizer = optimizer or build_optimizer(cfg)
@@ -361,70 +407,116 @@ def train(
         if start_step == 0:
             run_eval(0)
         stream = batch_stream(train_data, cfg.batch_size, cfg.seed, start_step)
-        for it in range(start_step + 1, cfg.iters + 1):
-            _, _, idx = next(stream)
-            batch = train_data.batch(idx, cfg.max_seq_length)
-            tic = time.perf_counter()
-            metrics, grad = step(batch, grad, it % accum == 0)
-            mx.eval(state, metrics, grad)
-            elapsed += time.perf_counter() - tic
-            if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
-                mx.clear_cache()
-            values = {k: v.item() for k, v in metrics.items()}
-            if not math.isfinite(values["loss"]):
-                raise NonFiniteLoss(
-                    f"loss is {values['loss']} at step {it}; stopped. The last good adapters are "
-                    f"in {adapter_path} (lower the learning rate, or check the data)."
-                )
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
-            n_steps += 1
-            progress.update(task, advance=1, info=f"loss {values['loss']:.3f}")
+        with _StopOnSigint() as sigint:
+            for it in range(start_step + 1, cfg.iters + 1):
+                _, _, idx = next(stream)
+                batch = train_data.batch(idx, cfg.max_seq_length)
+                mx.random.seed(cfg.seed * 1_000_003 + it)  # RNG (dropout) fixed by (seed, step)
+                before = (trainable_weights(model), tree_map(lambda x: x, optimizer.state))
+                tic = time.perf_counter()
+                metrics, grad = step(batch, grad, it % accum == 0)
+                mx.eval(state, metrics, grad)
+                elapsed += time.perf_counter() - tic
+                if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
+                    mx.clear_cache()
+                values = {k: v.item() for k, v in metrics.items()}
+                if not math.isfinite(values["loss"]) or not _all_finite(model):
+                    # Undo the step: the weights before it are still referenced in `before`.
+                    model.update(tree_unflatten(list(before[0].items())))
+                    _assign_inplace(optimizer.state, before[1])
+                    grad = None
+                    if not cfg.skip_nonfinite:
+                        raise NonFiniteLoss(
+                            f"non-finite loss or weights at step {it} (loss {values['loss']}); "
+                            f"stopped. The last good adapters and checkpoint are in {adapter_path} "
+                            "(lower the learning rate, check the data, or set skip_nonfinite: true)."
+                        )
+                    console.print(f"[yellow]step {it}: non-finite loss, batch skipped")
+                    values = {}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
+                n_steps += 1
+                info = f"loss {values['loss']:.3f}" if values else "skipped"
+                progress.update(task, advance=1, info=info)
 
-            if it % cfg.steps_per_report == 0 or it == cfg.iters:
-                trained_tokens += n_tokens
-                report = {
-                    "step": it,
-                    **{k: v / n_steps for k, v in sums.items()},
-                    "learning_rate": float(optimizer.learning_rate.item()),
-                    "tokens_per_second": n_tokens / elapsed,
-                    "steps_per_second": n_steps / elapsed,
-                    "trained_tokens": trained_tokens,
-                    "peak_memory_gb": mx.get_peak_memory() / 1e9,
-                }
-                result.reports.append(report)
-                append_jsonl(metrics_file, [{"type": "train", **report}])
-                if on_report is not None:
-                    on_report(report)
-                shown = ", ".join(
-                    f"{k} {report[k]:.3f}"
-                    for k in (
-                        "loss",
-                        "rewards/margins",
-                        "rewards/accuracies",
-                        "nll/target",
-                        "nll/train",
+                if it % cfg.steps_per_report == 0 or it == cfg.iters:
+                    trained_tokens += n_tokens
+                    report = {
+                        "step": it,
+                        **{k: v / n_steps for k, v in sums.items()},
+                        "learning_rate": float(optimizer.learning_rate.item()),
+                        "tokens_per_second": n_tokens / elapsed,
+                        "steps_per_second": n_steps / elapsed,
+                        "trained_tokens": trained_tokens,
+                        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+                    }
+                    result.reports.append(report)
+                    append_jsonl(metrics_file, [{"type": "train", **report}])
+                    if on_report is not None:
+                        on_report(report)
+                    shown = ", ".join(
+                        f"{k} {report[k]:.3f}"
+                        for k in (
+                            "loss",
+                            "rewards/margins",
+                            "rewards/accuracies",
+                            "nll/target",
+                            "nll/train",
+                        )
+                        if k in report
                     )
-                    if k in report
-                )
-                progress.console.print(
-                    f"step {it}: {shown}, lr {report['learning_rate']:.2e}, "
-                    f"{report['tokens_per_second']:.0f} tok/s, peak {report['peak_memory_gb']:.2f} GB"
-                )
-                sums, n_steps, n_tokens, elapsed = {}, 0, 0, 0.0
+                    progress.console.print(
+                        f"step {it}: {shown}, lr {report['learning_rate']:.2e}, "
+                        f"{report['tokens_per_second']:.0f} tok/s, "
+                        f"peak {report['peak_memory_gb']:.2f} GB"
+                    )
+                    sums, n_steps, n_tokens, elapsed = {}, 0, 0, 0.0
 
-            if it % cfg.steps_per_eval == 0 or it == cfg.iters:
-                run_eval(it)
-            if it % cfg.save_every == 0 or it == cfg.iters:
-                result.adapter_file = save_adapters(model, adapter_path, cfg)
-                if it != cfg.iters:
-                    save_adapters(
-                        model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
+                if it % cfg.steps_per_eval == 0 or it == cfg.iters:
+                    run_eval(it)
+                at_boundary = it % accum == 0  # no gradient pending
+                if (it % cfg.save_every == 0 or it == cfg.iters) and at_boundary:
+                    result.adapter_file = save_adapters(model, adapter_path, cfg)
+                    if it != cfg.iters:
+                        save_adapters(
+                            model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
+                        )
+                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                if sigint.requested and at_boundary:
+                    save_adapters(model, adapter_path, cfg)
+                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
+                        "Run the same command with --resume to continue."
                     )
-                if save_checkpoint is not None:
-                    save_checkpoint(it, model, optimizer)
     return result
+
+
+def _all_finite(model: nn.Module) -> bool:
+    weights = list(trainable_weights(model).values())
+    return bool(mx.all(mx.array([mx.isfinite(w).all() for w in weights])).item())
+
+
+def _truncate_metrics(path: Path, keep_until: int) -> None:
+    """Keep the metrics lines of steps <= keep_until (a resumed run rewrites later ones)."""
+    if not path.exists():
+        return
+    if keep_until == 0:
+        path.unlink()
+        return
+    import json
+
+    from .io import atomic_write_text
+
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= keep_until:
+                kept.append(line + "\n")
+        except json.JSONDecodeError:
+            continue  # a torn last line from a crash
+    atomic_write_text(path, "".join(kept))
 
 
 def _batch_sequences(data, idx: list[int]):

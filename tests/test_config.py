@@ -42,6 +42,8 @@ NON_DEFAULT = {
     "dtype": "float16",
     "logprob_chunk_size": 64,
     "cache_dir": "c",
+    "resume": True,
+    "skip_nonfinite": True,
     "test": True,
     "test_batches": 9,
     "clear_cache_threshold": 123,
@@ -158,6 +160,8 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
         "16",
         "--adapter-path",
         "aa",
+        "--resume",
+        "--skip-nonfinite",
     ]
     result = CliRunner().invoke(cli.main.app, ["train", "-c", str(path), *flags])
     assert result.exit_code == 0, result.output
@@ -182,3 +186,4 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
     assert (cfg.truncation, cfg.grad_checkpoint, cfg.grad_accumulation_steps) == ("drop", True, 2)
     assert (cfg.seed, cfg.dtype, cfg.test, cfg.cache_dir) == (7, "float32", True, "cc")
     assert (cfg.logprob_chunk_size, cfg.adapter_path) == (16, "aa")
+    assert cfg.resume and cfg.skip_nonfinite

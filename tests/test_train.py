@@ -63,6 +63,7 @@ def test_clo_run_lowers_loss_and_raises_reward_accuracy(learnable_llama, paralle
         "0000008_adapters.safetensors",
         "adapter_config.json",
         "adapters.safetensors",
+        "checkpoints",
         "metrics.jsonl",
     ]
 
@@ -103,14 +104,14 @@ def test_loss_and_language_options_select_what_trains(tiny_llama, parallel_data,
     assert clo_both.train.nll_weight.tolist() == [1.0] * 16
 
 
-def test_sft_and_dpo_baselines_train(tiny_llama, parallel_data, tmp_path):
+def test_sft_and_dpo_baselines_train(learnable_llama, parallel_data, tmp_path):
     _, sft = run_training(
-        cfg_for(tiny_llama, parallel_data, tmp_path, loss="sft", iters=8, steps_per_eval=8)
+        cfg_for(learnable_llama, parallel_data, tmp_path, loss="sft", iters=8, steps_per_eval=8)
     )
-    assert sft.reports[-1]["nll/train"] < sft.reports[0]["nll/train"] + 1e-6
+    assert sft.reports[-1]["nll/train"] < sft.reports[0]["nll/train"]
     assert "rewards/margins" not in sft.reports[-1]  # SFT reports its NLL only
     _, dpo = run_training(
-        cfg_for(tiny_llama, parallel_data, tmp_path / "d", loss="dpo", iters=8, steps_per_eval=8)
+        cfg_for(learnable_llama, parallel_data, tmp_path / "d", loss="dpo", iters=8, steps_per_eval=8)
     )
     # With lambda = 0 the loss is the DPO term alone.
     assert dpo.reports[-1]["loss"] == pytest.approx(dpo.reports[-1]["loss/dpo"], rel=1e-5)
