@@ -57,6 +57,9 @@ def train(
     logprob_chunk_size: int | None = typer.Option(
         None, help="Positions per output-head chunk (0: off)."
     ),
+    reference_adapter_path: str | None = typer.Option(
+        None, help="Reference = base + these adapters (e.g. SFT -> DPO/CLO). Default: the base."
+    ),
     resume: bool | None = typer.Option(
         None, "--resume/--no-resume", help="Continue from the latest checkpoint in adapter_path."
     ),
@@ -101,6 +104,7 @@ def train(
         "cache_dir": cache_dir,
         "logprob_chunk_size": logprob_chunk_size,
         "resume": resume,
+        "reference_adapter_path": reference_adapter_path,
         "skip_nonfinite": skip_nonfinite,
     }
     for key, sub in nested.items():

@@ -72,6 +72,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto: float32 on a CPU-only backend, the checkpoint's dtype elsewhere
     logprob_chunk_size: int | None = None  # positions per output-head chunk; None: automatic
     cache_dir: str | None = None  # reference log-prob cache; None: ~/.cache/clo-mlx
+    reference_adapter_path: str | None = None  # reference = base + these adapters (SFT -> DPO)
     resume: bool = False  # continue from the latest checkpoint in adapter_path
     skip_nonfinite: bool = False  # skip a batch whose loss is NaN/inf instead of stopping
     test: bool = False

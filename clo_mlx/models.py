@@ -108,6 +108,15 @@ def load_model(
     return model, tokenizer
 
 
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def model_fingerprint(path_or_repo: str) -> str:
     """A stable id of a model's weights and config (names, sizes and mtimes of its files)."""
     path = resolve_model_path(path_or_repo)

@@ -7,6 +7,7 @@ attached, so there is never a second copy of the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -15,7 +16,7 @@ from .adapters import apply_trainable, count_parameters, load_weights_into
 from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
-from .models import load_model, model_fingerprint
+from .models import file_fingerprint, load_model, model_fingerprint
 from .reference import reference_logps
 from .tokens import EncodedPair, TruncationReport, encode_pairs
 from .trainer import (
@@ -86,11 +87,21 @@ def prepare(
         if cfg.data is None:
             raise ConfigError("no data given (set `data` in the config or pass --data)")
         splits = load_splits(cfg.data)
+    ref_adapters = cfg.reference_adapter_path
+    if ref_adapters and model is not None:
+        raise ConfigError("reference_adapter_path needs the model given by path (`model`)")
     if model is None:
+        # With reference adapters (e.g. SFT -> DPO with the SFT model as reference) the model is
+        # loaded with them for the reference pass, then loaded again without: never two copies.
         model, tokenizer = load_model(
-            cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
+            cfg.model,
+            adapter_path=ref_adapters,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
         )
     model_id = model_fingerprint(cfg.model) if cfg.model else f"in-memory-{id(model)}"
+    if ref_adapters:
+        model_id += "+" + file_fingerprint(Path(ref_adapters) / "adapters.safetensors")
 
     encoded, reports = {}, {}
     for split, pairs in splits.items():
@@ -128,6 +139,11 @@ def prepare(
         if cfg.test and "test" in encoded
         else None
     )
+    if ref_adapters:
+        del model
+        model, tokenizer = load_model(
+            cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
+        )
     return Prepared(model, tokenizer, train_data, valid, test, reports)
 
 

@@ -43,6 +43,7 @@ NON_DEFAULT = {
     "logprob_chunk_size": 64,
     "cache_dir": "c",
     "resume": True,
+    "reference_adapter_path": "sft-adapters",
     "skip_nonfinite": True,
     "test": True,
     "test_batches": 9,

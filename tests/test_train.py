@@ -111,7 +111,9 @@ def test_sft_and_dpo_baselines_train(learnable_llama, parallel_data, tmp_path):
     assert sft.reports[-1]["nll/train"] < sft.reports[0]["nll/train"]
     assert "rewards/margins" not in sft.reports[-1]  # SFT reports its NLL only
     _, dpo = run_training(
-        cfg_for(learnable_llama, parallel_data, tmp_path / "d", loss="dpo", iters=8, steps_per_eval=8)
+        cfg_for(
+            learnable_llama, parallel_data, tmp_path / "d", loss="dpo", iters=8, steps_per_eval=8
+        )
     )
     # With lambda = 0 the loss is the DPO term alone.
     assert dpo.reports[-1]["loss"] == pytest.approx(dpo.reports[-1]["loss/dpo"], rel=1e-5)
@@ -195,3 +197,31 @@ def test_multiple_target_languages_in_one_run(tiny_llama, tmp_path):
     langs = {e.pair.lang for e in prep.train.encoded}
     assert langs == {"en", "sw", "de"}
     attach_adapters(prep.model, cfg_for(tiny_llama, data, tmp_path))
+
+
+def test_reference_adapters_give_the_reference_and_training_starts_from_the_base(
+    learnable_llama, parallel_data, tmp_path
+):
+    """SFT -> DPO with the SFT model as reference: reference log-probs come from base + SFT
+    adapters; the model that then trains is the plain base."""
+    import mlx.core as mx
+
+    from clo_mlx.data import load_pairs
+    from clo_mlx.models import load_model
+    from clo_mlx.reference import score_pairs
+    from clo_mlx.tokens import encode_pairs
+
+    run_training(cfg_for(learnable_llama, parallel_data, tmp_path / "sft", loss="sft", iters=4))
+    sft_path = str(tmp_path / "sft" / "ad")
+    cfg = cfg_for(
+        learnable_llama, parallel_data, tmp_path, loss="dpo", reference_adapter_path=sft_path
+    )
+    prep = prepare(cfg)
+    model, tok = load_model(str(learnable_llama), adapter_path=sft_path)
+    encoded, _ = encode_pairs(tok, load_pairs(parallel_data / "train.jsonl"), 2048)
+    want = score_pairs(model, encoded, 4, 2048)["chosen_logp"]
+    np.testing.assert_allclose(prep.train.ref_chosen, want, rtol=1e-5)
+    base, _ = load_model(str(learnable_llama))
+    x = mx.array([[1, 2, 3, 4]])
+    np.testing.assert_allclose(np.array(prep.model(x)), np.array(base(x)), atol=1e-6)
+    assert not np.allclose(np.array(model(x)), np.array(base(x)), atol=1e-3)
