@@ -10,8 +10,10 @@ cells whose result exists with the same settings (a changed setting re-runs the 
 (and after each cell) `results.json`, `results.md` and `results.png` (metric vs rows, one line per
 method, mean and spread over seeds; the base model as a dashed line) are rewritten.
 
-Methods (each a list of training stages; a later stage starts from the previous stage's adapter
-weights via `resume_adapter_file`, and its reference model stays the base model):
+Methods are lists of training stages (overrides of the training config). A later stage starts
+from the previous stage's adapter weights (`resume_adapter_file`); its reference model is the base
+model, or the previous stage's model when the stage says `reference: previous` (the `_sftref`
+methods: SFT -> DPO/CLO with the SFT model as reference). Built in:
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ METHODS: dict[str, list[dict]] = {
     "sft_both": [{"loss": "sft", "sft": {"languages": "both"}}],
     "sft+dpo": [SFT_TARGET, {"loss": "dpo"}],
     "sft+clo": [SFT_TARGET, {"loss": "clo"}],
+    "sft+dpo_sftref": [SFT_TARGET, {"loss": "dpo", "reference": "previous"}],
+    "sft+clo_sftref": [SFT_TARGET, {"loss": "clo", "reference": "previous"}],
     "clo_ipo": [{"loss": "clo", "clo": {"preference": "ipo"}}],
     "clo_hinge": [{"loss": "clo", "clo": {"preference": "hinge"}}],
     "clo_simpo": [{"loss": "clo", "clo": {"preference": "simpo"}}],
@@ -87,7 +91,16 @@ class SweepSpec:
                 f"unknown method {method!r}; built in: {sorted(METHODS)} "
                 "(or define it under `custom_methods: {name: [stage overrides, ...]}`)"
             )
-        return table[method]
+        stages = table[method]
+        for i, st in enumerate(stages):
+            ref = st.get("reference", "base")
+            if ref not in ("base", "previous") or (ref == "previous" and i == 0):
+                raise ConfigError(
+                    f"method {method!r}, stage {i + 1}: reference must be 'base'"
+                    + (" or 'previous'" if i else " in the first stage")
+                    + f", got {ref!r}"
+                )
+        return stages
 
 
 def load_spec(
@@ -218,15 +231,24 @@ def train_cell(
 
     stages, resume = [], None
     for s, stage in enumerate(spec.stages(method)):
+        stage = dict(stage)
+        reference = stage.pop("reference", "base")
         path = out / (f"stage{s + 1}" if len(spec.stages(method)) > 1 else "adapters")
         cfg = _stage_config(spec, stage, seed, path, resume)
         if "save_every" not in spec.train:
             cfg = dataclasses.replace(cfg, save_every=10**9)  # no intermediate checkpoints
-        if s > 0:
-            strip_adapters(model)  # the next stage's reference is the base model again
+        if reference == "previous":
+            # The model still carries the previous stage's adapters: they are this stage's
+            # reference. Its log-probs are cached inside the cell (the cache key names only the
+            # base model), then the adapters come off and are re-attached as trainable weights.
+            cfg = dataclasses.replace(cfg, cache_dir=str(path / "reference_cache"))
+        elif s > 0:
+            strip_adapters(model)  # reference = the base model
         prep = prepare(
             cfg, model=model, tokenizer=tokenizer, splits={"train": pairs}, console=console
         )
+        if reference == "previous":
+            strip_adapters(model)
         if spec.epochs is not None:
             per_epoch = len(unit_batches(prep.train, cfg.batch_size, full=True))
             cfg = dataclasses.replace(cfg, iters=max(1, math.ceil(spec.epochs * per_epoch)))

@@ -212,3 +212,31 @@ def test_two_stage_method_continues_from_the_first_stage(tiny_llama, parallel_da
     assert max(float(mx.abs(w1[k]).max()) for k in w1 if k.endswith("lora_b")) > 0
     for k in w1:
         np.testing.assert_array_equal(np.array(w1[k]), np.array(w2[k]))
+
+
+def test_sft_reference_stage_uses_the_first_stage_model(tiny_llama, parallel_data, tmp_path):
+    """`reference: previous`: stage 2's reference log-probs are the SFT model's (checked per
+    sequence), so with a zero learning rate its rewards stay at zero."""
+    from clo_mlx.models import load_model
+
+    out = tmp_path / "ref"
+    method = [{"loss": "sft"}, {"loss": "dpo", "learning_rate": 0.0, "iters": 1, "reference": "previous"}]  # fmt: skip
+    spec = _spec(tiny_llama, parallel_data, out, methods=["m"], custom_methods={"m": method})
+    model, tok = load_model(str(tiny_llama))
+    pairs = load_pairs(parallel_data / "train.jsonl")
+    stages = sweep.train_cell(model, tok, spec, "m", pairs, 0, out, None)
+    assert abs(stages[1]["final_train"]["rewards/margins"]) < 1e-4
+    assert stages[1]["final_train"]["rewards/accuracies"] == 0.0
+
+    (cached,) = (out / "stage2" / "reference_cache" / "reference").glob("*.safetensors")
+    ref = mx.load(str(cached))
+    sft_model, _ = load(str(tiny_llama), adapter_path=str(out / "stage1"))
+    want = _np_pair_logps(sft_model, tok, pairs)
+    np.testing.assert_allclose(np.array(ref["chosen_logp"]), want[:, 0], rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(np.array(ref["rejected_logp"]), want[:, 1], rtol=1e-4, atol=2e-3)
+    base_model, _ = load(str(tiny_llama))
+    assert np.abs(_np_pair_logps(base_model, tok, pairs[:2])[:, 0] - want[:2, 0]).max() > 1e-2
+
+    with pytest.raises(ConfigError, match="stage 1: reference must be 'base' in the first stage"):
+        _spec(tiny_llama, parallel_data, out, methods=["bad"],
+              custom_methods={"bad": [{"loss": "dpo", "reference": "previous"}]})  # fmt: skip
