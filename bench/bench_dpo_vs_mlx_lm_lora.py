@@ -157,18 +157,20 @@ def worker_peer(model: str, data: str, out_dir: str, iters: int) -> None:
             "stamps": stamps,
             "losses": losses,
             "total_s": total,
+            "mx_peak_gb": mx.get_peak_memory() / 1e9,
             "trainable": int(sum(v.size for v in adapters.values())),
             "adapted": sorted({k.rsplit(".", 1)[0].split(".", 3)[-1] for k in adapters}),
         },
     )
 
 
-def worker_clo(model: str, data: str, out_dir: str, iters: int) -> None:
+def worker_clo(model: str, data: str, out_dir: str, iters: int, grad_checkpoint: bool) -> None:
     """clo-mlx's own training path (prepare -> reference log-probs -> adapters -> train)."""
     import mlx.core as mx
     from rich.console import Console
 
     from clo_mlx.config import build_config
+    from clo_mlx.models import load_model
     from clo_mlx.run import attach_adapters, prepare
     from clo_mlx.trainer import train
 
@@ -189,12 +191,15 @@ def worker_clo(model: str, data: str, out_dir: str, iters: int) -> None:
             cache_dir=str(Path(out_dir) / "cache"),
             dtype="float32",
             seed=0,
+            grad_checkpoint=grad_checkpoint,
         )
     )
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    prep = prepare(cfg, console=console)
-    t_ref = time.perf_counter() - t0
+    model_, tokenizer = load_model(model, dtype="float32")
+    t_load = time.perf_counter() - t0
+    prep = prepare(cfg, model=model_, tokenizer=tokenizer, console=console)
+    t_ref = time.perf_counter() - t0 - t_load  # encoding + reference log-probs (incl. compile)
     attach_adapters(prep.model, cfg, console)
     stamps: list[float] = []
     losses: list[float] = []
@@ -213,6 +218,8 @@ def worker_clo(model: str, data: str, out_dir: str, iters: int) -> None:
             "losses": losses,
             "total_s": time.perf_counter() - t0,
             "prepare_s": t_ref,
+            "load_s": t_load,
+            "mx_peak_gb": mx.get_peak_memory() / 1e9,
             "train_start": t1,
             "pairs": len(prep.train),
             "trainable": int(sum(v.size for v in adapters.values())),
@@ -249,7 +256,9 @@ def worker_vocab(variant: str, seq_len: int) -> None:
     rows = 2 * BATCH  # chosen and rejected of 4 pairs
     tokens = mx.random.randint(0, BIG_VOCAB, (rows, seq_len + 1))
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    mask = (mx.arange(seq_len)[None] >= 40).astype(mx.float32) * mx.ones((rows, 1))
+    mask = (mx.arange(seq_len)[None] >= min(40, seq_len // 4)).astype(mx.float32) * mx.ones(
+        (rows, 1)
+    )
 
     def naive(model):
         logp = nn.log_softmax(model(inputs).astype(mx.float32), axis=-1)  # [B, L, V]
@@ -313,6 +322,22 @@ def ensure_peer_venv(venv: Path) -> Path:
         f"mlx[cpu]=={version('mlx')}" if sys.platform == "linux" else f"mlx=={version('mlx')}"
     )
     subprocess.run([python, "-m", "pip", "install", "-q", *pins], check=True)
+    return python
+
+
+def ensure_clo_venv(venv: Path) -> Path:
+    """A virtual environment with only clo-mlx and its own dependencies (`pip install -e .`, no
+    test extra: torch there would add ~225 MB to every process that imports transformers)."""
+    python = venv / "bin" / "python"
+    probe = "import clo_mlx, mlx_lm; print(clo_mlx.__file__)"
+    if python.exists():
+        got = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip()
+        if got.startswith(str(ROOT)):
+            return python
+    log(f"installing clo-mlx (editable, no extras) into {venv} ...")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(ROOT)], check=True)
     return python
 
 
@@ -486,8 +511,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool and size (medians)")
     ap.add_argument("--work", default=str(HERE / ".work"), help="models, data, logs")
     ap.add_argument("--peer-venv", default=str(HERE / ".venv-peer"))
+    ap.add_argument(
+        "--clo-venv",
+        default=str(HERE / ".venv-clo"),
+        help="clo-mlx's own environment ('' = this Python)",
+    )
     ap.add_argument("--no-peer", action="store_true", help="only clo-mlx")
     ap.add_argument("--no-vocab", action="store_true", help="skip the 151,936-vocabulary case")
+    ap.add_argument(
+        "--grad-checkpoint",
+        action="store_true",
+        help="also run clo-mlx with grad_checkpoint (less memory, one more forward per step)",
+    )
     ap.add_argument("--vocab-seq", type=int, default=171, help="sequence length, vocab case")
     ap.add_argument("--json", help="also write all results to this JSON file")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per run")
@@ -508,6 +543,7 @@ def main() -> None:
     env["TOKENIZERS_PARALLELISM"] = "false"
     log(f"LD_PRELOAD={env.get('LD_PRELOAD', '-')}")
     peer_python = None if a.no_peer else ensure_peer_venv(Path(a.peer_venv))
+    clo_python = str(ensure_clo_venv(Path(a.clo_venv))) if a.clo_venv else sys.executable
     me = str(Path(__file__).resolve())
 
     log("building models and data ...")
@@ -518,7 +554,7 @@ def main() -> None:
 
     def ceiling(tag: str) -> dict:
         r, _ = run_measured(
-            [sys.executable, me, "_ceiling", "--repeats", "3"],
+            [clo_python, me, "_ceiling", "--repeats", "3"],
             env,
             work / "logs" / f"ceiling-{tag}.log",
             a.timeout,
@@ -534,19 +570,24 @@ def main() -> None:
     for rep in range(a.repeat):
         for size in sizes:
             tools = ["clo-mlx"] if a.no_peer else ["mlx-lm-lora", "clo-mlx"]
+            if a.grad_checkpoint:
+                tools.append("clo-mlx +gc")
             for tool in tools:
-                out = work / "runs" / f"{tool}-{size}-{rep}"
+                out = work / "runs" / f"{tool.replace(' +', '-')}-{size}-{rep}"
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
                 args = [str(models[size]), str(data), str(out), str(a.iters)]
-                if tool == "clo-mlx":
-                    cmd = [sys.executable, me, "_clo", *args]
+                if tool.startswith("clo-mlx"):
+                    cmd = [clo_python, me, "_clo", *args, *(["gc"] if "gc" in tool else [])]
                 else:
                     cmd = [str(peer_python), me, "_peer", *args]
                 log(f"{tool} {size} (run {rep + 1}/{a.repeat}) ...")
                 t = time.perf_counter()
                 result, rss = run_measured(
-                    cmd, env, work / "logs" / f"{tool}-{size}-{rep}.log", a.timeout
+                    cmd,
+                    env,
+                    work / "logs" / f"{tool.replace(' +', '-')}-{size}-{rep}.log",
+                    a.timeout,
                 )
                 result["rss_mb"], result["wall_s"] = rss, time.perf_counter() - t
                 result["step_s"] = step_times(result["stamps"], a.warmup)
@@ -562,7 +603,7 @@ def main() -> None:
         for variant in ("naive", "full", "chunked"):
             log(f"vocab {BIG_VOCAB}: {variant} ...")
             r, rss = run_measured(
-                [sys.executable, me, "_vocab", variant, str(a.vocab_seq)],
+                [clo_python, me, "_vocab", variant, str(a.vocab_seq)],
                 env,
                 work / "logs" / f"vocab-{variant}.log",
                 a.timeout,
@@ -593,28 +634,30 @@ def summarize(runs, stats, ceilings, vocab, models, load, env, a) -> dict:
         f"{a.iters} iterations, first {a.warmup} not timed, {a.repeat} run(s): medians."
     )
     header = (
-        "| model | tool | s/it | seq tok/s | speed-up | peak RSS MB | RSS ratio | "
+        "| model | tool | s/it | seq tok/s | speed-up | peak RSS MB | RSS ratio | MLX peak GB | "
         "GFLOP/s | % of ceiling | first-epoch tok/s |"
     )
-    table = [header, "|" + "---|" * 10]
+    table = [header, "|" + "---|" * 11]
     raw = {"ceilings": ceilings, "stats": stats, "runs": {}, "vocab": vocab}
     for size in stats:
         st = stats[size]
         ntok = st["tokens_per_pair"] * BATCH
         base = {}
-        for tool in ("mlx-lm-lora", "clo-mlx"):
+        for tool in ("mlx-lm-lora", "clo-mlx", "clo-mlx +gc"):
             rs = runs.get((tool, size))
             if not rs:
                 continue
             sec = statistics.median([statistics.median(r["step_s"]) for r in rs])
             rss = statistics.median([r["rss_mb"] for r in rs])
+            mx_peak = statistics.median([r.get("mx_peak_gb", float("nan")) for r in rs])
             tps = ntok / sec
             if tool == "mlx-lm-lora":
                 # reference forward + policy forward + policy backward (~ one forward)
                 ctx, passes = st["peer_padded_len"], 3
                 first_epoch = tps
             else:
-                ctx, passes = st["clo_padded_len"], 2  # policy forward + backward
+                # policy forward + backward (+ the forward recomputed under grad checkpointing)
+                ctx, passes = st["clo_padded_len"], 3 if "gc" in tool else 2
                 # amortise the one-off reference pass over one epoch of the data
                 prep = statistics.median([r["prepare_s"] for r in rs])
                 steps = st["pairs"] / BATCH
@@ -627,7 +670,7 @@ def summarize(runs, stats, ceilings, vocab, models, load, env, a) -> dict:
             ratio = f"{rss / base['rss']:.2f}"
             table.append(
                 f"| {size} | {tool} | {sec:.2f} | {tps:.0f} | {speed} | {rss:.0f} | {ratio} | "
-                f"{gflops:.0f} | {100 * gflops / ceil:.0f}% | {first_epoch:.0f} |"
+                f"{mx_peak:.2f} | {gflops:.0f} | {100 * gflops / ceil:.0f}% | {first_epoch:.0f} |"
             )
             raw["runs"][f"{tool}/{size}"] = rs
     lines.append("")
@@ -680,7 +723,7 @@ if __name__ == "__main__":
         elif cmd == "_peer":
             worker_peer(rest[0], rest[1], rest[2], int(rest[3]))
         elif cmd == "_clo":
-            worker_clo(rest[0], rest[1], rest[2], int(rest[3]))
+            worker_clo(rest[0], rest[1], rest[2], int(rest[3]), rest[4:] == ["gc"])
         elif cmd == "_vocab":
             worker_vocab(rest[0], int(rest[1]))
         else:
