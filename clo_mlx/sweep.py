@@ -389,6 +389,7 @@ def default_plot_metrics(tgt_langs: Sequence[str]) -> list[str]:
     return [
         f"fidelity/{lang}",
         "fidelity/en",
+        "fidelity/mean",
         "rewards/accuracies",
         f"ppl/{lang}",
     ]
@@ -452,8 +453,12 @@ def plot_sweep(records, base, metrics: Sequence[str], path, methods: Sequence[st
     panels = [m for m in metrics if aggregate(records, m)]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], panels, strict=True):
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.4 * nrow), squeeze=False)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, panels, strict=False):
         agg = aggregate(records, metric)
         for i, m in enumerate(methods):
             if m not in agg:
@@ -478,6 +483,8 @@ def plot_sweep(records, base, metrics: Sequence[str], path, methods: Sequence[st
         ticks = sorted({r["rows"] for r in records})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
+        if metric.startswith("ppl/"):
+            ax.set_yscale("log")
         ax.set_xlabel("training rows")
         ax.set_title(metric, fontsize=10)
         ax.grid(alpha=0.3)
