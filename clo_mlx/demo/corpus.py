@@ -548,9 +548,17 @@ def _row_ok(row: dict, lang: str) -> bool:
 
 
 def generate_rows(
-    n: int, seed: int = 0, lang: str = LANG, max_tries: int | None = None
+    n: int,
+    seed: int | str = 0,
+    lang: str = LANG,
+    unique: bool = True,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    max_tries: int | None = None,
 ) -> list[dict]:
-    """Up to `n` CLO parallel rows with distinct English prompts, each verified by language ID."""
+    """Up to `n` CLO parallel rows, each verified by language ID.
+
+    `unique`: English prompts are distinct. Rows whose English prompt is in `exclude` are skipped.
+    """
     if lang != LANG:
         raise ValueError(f"the demo corpus is written for {LANG!r}, got lang={lang!r}")
     rng = random.Random(seed)
@@ -565,7 +573,7 @@ def generate_rows(
         if rng.random() < 0.3:
             fe, fs = rng.choice(FILLERS)
             re_, rs = f"{re_} {fe}", f"{rs} {fs}"
-        if pe in seen:
+        if pe in exclude or (unique and pe in seen):
             continue
         seen.add(pe)
         row = {"prompt_en": pe, "response_en": re_, "prompt_tgt": ps, "response_tgt": rs}
@@ -586,20 +594,27 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def split_rows(
     seed: int = 0, sizes: dict[str, int] | None = None, n_pretrain: int = 3000
 ) -> dict[str, list[dict]]:
-    """Rows split into test/valid/train/pretrain with disjoint English prompts."""
+    """Rows split into test/valid/train (distinct prompts) and pretrain.
+
+    Pretraining rows are drawn separately from every category (prompts may repeat, and may be
+    train prompts: the CLO data is English SFT data the base model may have seen) and never use
+    a test or valid prompt.
+    """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     order = ["test", "valid", "train"]
-    total = sum(sizes[s] for s in order) + n_pretrain
+    total = sum(sizes[s] for s in order)
     rows = generate_rows(total, seed=seed)
     if len(rows) < total:
         raise RuntimeError(f"demo corpus: only {len(rows)} distinct rows, {total} requested")
     out, start = {}, 0
-    for split in [*order, "pretrain"]:
-        k = sizes.get(split, n_pretrain)
-        out[split] = rows[start : start + k]
-        for i, r in enumerate(out[split]):
+    for split in order:
+        out[split] = rows[start : start + sizes[split]]
+        start += sizes[split]
+    held = frozenset(r["prompt_en"] for r in out["test"] + out["valid"])
+    out["pretrain"] = generate_rows(n_pretrain, seed=f"pretrain-{seed}", unique=False, exclude=held)
+    for split, split_rows_ in out.items():
+        for i, r in enumerate(split_rows_):
             r["id"] = f"demo-{split}-{i:05d}"
-        start += k
     return out
 
 

@@ -68,13 +68,14 @@ def _save_model(model, path: Path) -> None:
 
 def pretrain(
     out_dir: str | Path,
-    steps: int = 1500,
+    steps: int = 1000,
     batch_size: int = 32,
     lr: float = 2e-3,
     warmup: int = 50,
     seed: int = 0,
     save_every: int = 100,
     n_pretrain: int = 3000,
+    sizes: dict[str, int] | None = None,
     vocab_size: int = VOCAB_SIZE,
     model_config: dict | None = None,
     stop_at: int | None = None,
@@ -92,7 +93,7 @@ def pretrain(
 
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint"
-    rows = split_rows(seed=seed, n_pretrain=n_pretrain)["pretrain"]
+    rows = split_rows(seed=seed, sizes=sizes, n_pretrain=n_pretrain)["pretrain"]
     texts = pretrain_texts(rows, seed=seed)
     if not (out_dir / "config.json").exists():
         tok_texts = [t.replace("<|im_start|>", "").replace("<|im_end|>", "") for t in texts]
@@ -201,7 +202,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", default=str(Path(__file__).parents[1] / "assets" / "demo_model"))
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,8 @@
 `run_demo()` writes the corpus to a cache folder, measures language fidelity (share of answers in
 the prompt's language) before training, trains with the core trainer (fidelity is also tracked
 at every eval), measures it after, prints a before/after table with sample answers, and writes
-the adapters, `metrics.jsonl`, `demo_curves.png` and `demo_summary.json` to `adapter_path`.
+the adapters, `metrics.jsonl`, `demo_curves.png`, `demo_summary.json` and `demo_samples.jsonl`
+(every evaluated prompt with its answers before and after) to `adapter_path`.
 """
 
 from __future__ import annotations
@@ -18,23 +19,24 @@ from clo_mlx.demo import DEMO_MODEL
 from clo_mlx.demo.corpus import LANG, read_jsonl, split_rows, write_jsonl
 
 CORPUS_SEED = 0  # the shipped model was pretrained on this seed's `pretrain` split
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 CANDIDATES = ["en", LANG]
 DEMO_TRAIN_ROWS = 400
+QUICK_TRAIN_ROWS = 80  # 160 pairs: the quick run's 20 steps of 8 pairs
 
 # Demo training settings (any config key can be overridden through **overrides).
 DEMO_CONFIG = {
-    "iters": 120,
+    "iters": 60,
     "batch_size": 8,
-    "learning_rate": 1e-3,
+    "learning_rate": 2e-4,
     "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0},
     "clo": {"beta": 0.1, "lambda": 0.5},
-    "steps_per_report": 10,
-    "steps_per_eval": 30,
+    "steps_per_report": 5,
+    "steps_per_eval": 15,
     "val_batches": 4,
     "max_seq_length": 256,
 }
-QUICK_CONFIG = {"iters": 30, "steps_per_eval": 15, "val_batches": 2}
+QUICK_CONFIG = {"iters": 20, "steps_per_eval": 10, "val_batches": 2}
 EVAL_PROMPTS = 60  # per language, before and after
 TRACK_PROMPTS = 16  # per language, at the intermediate evals (for the plot)
 QUICK_EVAL_PROMPTS = 16
@@ -42,20 +44,23 @@ MAX_TOKENS = 40
 
 
 def demo_cache_dir() -> Path:
-    """Where the demo corpus goes: $CLO_MLX_CACHE/demo, else ~/.cache/clo-mlx/demo."""
-    root = os.environ.get("CLO_MLX_CACHE") or Path.home() / ".cache" / "clo-mlx"
+    """Where the demo corpus goes: $CLO_MLX_CACHE/demo, else $XDG_CACHE_HOME or ~/.cache /clo-mlx/demo."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get("CLO_MLX_CACHE") or Path(xdg) / "clo-mlx"
     return Path(root) / "demo"
 
 
-def prepare_demo_data(cache_dir: str | Path | None = None) -> Path:
+def prepare_demo_data(
+    cache_dir: str | Path | None = None, train_rows: int = DEMO_TRAIN_ROWS
+) -> Path:
     """The demo data folder (train/valid/test + pretrain.jsonl), generated once and cached.
 
-    `train.jsonl` holds the first DEMO_TRAIN_ROWS rows of the corpus' train split (enough for
-    the demo's steps; fewer reference log-probs to compute).
+    `train.jsonl` holds the first `train_rows` rows of the corpus' train split (enough for the
+    demo's steps; fewer reference log-probs to compute).
     """
-    data_dir = Path(cache_dir or demo_cache_dir()) / f"data-v{CORPUS_VERSION}"
+    data_dir = Path(cache_dir or demo_cache_dir()) / f"data-v{CORPUS_VERSION}-train{train_rows}"
     manifest = data_dir / "manifest.json"
-    want = {"version": CORPUS_VERSION, "seed": CORPUS_SEED, "lang": LANG, "train": DEMO_TRAIN_ROWS}
+    want = {"version": CORPUS_VERSION, "seed": CORPUS_SEED, "lang": LANG, "train": train_rows}
     if manifest.is_file():
         try:
             if json.loads(manifest.read_text()) == want:
@@ -64,7 +69,7 @@ def prepare_demo_data(cache_dir: str | Path | None = None) -> Path:
             pass
     data_dir.mkdir(parents=True, exist_ok=True)
     splits = split_rows(seed=CORPUS_SEED)
-    splits["train"] = splits["train"][:DEMO_TRAIN_ROWS]
+    splits["train"] = splits["train"][:train_rows]
     for split, rows in splits.items():
         write_jsonl(data_dir / f"{split}.jsonl", rows)
     tmp = manifest.with_suffix(".tmp")
@@ -88,18 +93,21 @@ def _fmt(x: float) -> str:
 
 
 def _fidelity_table(title: str, columns: dict[str, dict], n: int):
+    """Rows: fidelity per language, then the mean log-prob of the reference answers (valid)."""
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("language fidelity")
+    table.add_column("")
     for name in columns:
         table.add_column(name, justify="right")
-    table.add_row(
-        f"Swahili answers to Swahili prompts (n={n})", *(_fmt(c["sw"]) for c in columns.values())
-    )
-    table.add_row(
-        f"English answers to English prompts (n={n})", *(_fmt(c["en"]) for c in columns.values())
-    )
+    cols = columns.values()
+    table.add_row(f"Swahili prompts answered in Swahili (n={n})", *(_fmt(c[LANG]) for c in cols))
+    table.add_row(f"English prompts answered in English (n={n})", *(_fmt(c["en"]) for c in cols))
+    for key, what in ((f"logp_{LANG}", "Swahili"), ("logp_en", "English")):
+        if all(c.get(key) is not None for c in cols):
+            table.add_row(
+                f"log-prob of reference {what} answers (valid)", *(f"{c[key]:.1f}" for c in cols)
+            )
     return table
 
 
@@ -130,7 +138,7 @@ def run_demo(
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
-    data_dir = prepare_demo_data()
+    data_dir = prepare_demo_data(train_rows=QUICK_TRAIN_ROWS if quick else DEMO_TRAIN_ROWS)
     model_path = Path(model or DEMO_MODEL)
     settings = _merge(DEMO_CONFIG, QUICK_CONFIG if quick else {})
     settings = _merge(settings, {k: v for k, v in overrides.items() if v is not None})
@@ -209,6 +217,15 @@ def run_demo(
         }
         if val
         else None,
+        "valid_logps": {
+            when: {
+                f"logp_{kind if kind == 'en' else LANG}": e.get(f"val/logps/chosen/{kind}")
+                for kind in ("en", "tgt")
+            }
+            for when, e in (("before", val[0]), ("after", val[-1]))
+        }
+        if val
+        else None,
         "adapter_path": str(adapter_dir),
         "plot": str(plot) if plot else None,
         "samples": [
@@ -222,6 +239,15 @@ def run_demo(
             for i in range(min(3, n_eval))
         ],
     }
+    write_jsonl(
+        adapter_dir / "demo_samples.jsonl",
+        [
+            {"lang": lang, "prompt": b["prompt"], "before": b["response"], "after": a["response"],
+             "detected_before": b["detected"], "detected_after": a["detected"]}
+            for lang in before
+            for b, a in zip(before[lang]["samples"], after[lang]["samples"], strict=True)
+        ],
+    )  # fmt: skip
     tmp = adapter_dir / "demo_summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     os.replace(tmp, adapter_dir / "demo_summary.json")
@@ -239,8 +265,9 @@ def run_demo(
 def _print_report(console, s: dict) -> None:
     from rich.table import Table
 
-    console.print(_fidelity_table(f"{s['loss'].upper()}: before vs after {s['iters']} steps",
-                                  {"before": s["before"], "after": s["after"]}, s["n_eval"]))  # fmt: skip
+    cols = {w: {**s[w], **((s["valid_logps"] or {}).get(w) or {})} for w in ("before", "after")}
+    title = f"{s['loss'].upper()}: before vs after {s['iters']} steps"
+    console.print(_fidelity_table(title, cols, s["n_eval"]))
     samples = Table(title="sample answers (greedy)", show_lines=True)
     for col in ("prompt", "before", "after"):
         samples.add_column(col, overflow="fold")
@@ -268,9 +295,11 @@ def run_demo_comparison(
         name: run_demo(adapter_path=Path(adapter_path) / name, loss=name, console=console, **kwargs)
         for name in ("clo", "sft")
     }
-    cols = {}
-    for name, r in results.items():
-        cols[f"{name.upper()} before"] = r["before"]
-        cols[f"{name.upper()} after"] = r["after"]
+
+    def col(r: dict, when: str) -> dict:
+        return {**r[when], **((r["valid_logps"] or {}).get(when) or {})}
+
+    cols = {"base model": col(results["clo"], "before")}
+    cols.update({f"{name.upper()} after": col(r, "after") for name, r in results.items()})
     console.print(_fidelity_table("CLO vs SFT on the same rows", cols, results["clo"]["n_eval"]))
     return results
