@@ -265,3 +265,32 @@ def test_sweep_cli_merges_yaml_and_flags(tmp_path, monkeypatch):
     assert spec.train == {"learning_rate": 1.0e-4, "batch_size": 8}
     assert spec.eval == {"max_tokens": 9, "fidelity_prompts": 5}
     assert "# table" in r.output
+
+
+def test_strip_adapters_removes_dora_layers(tiny_llama, tmp_path):
+    from mlx_lm.tuner.utils import load_adapters
+
+    from clo_mlx.adapters import apply_trainable, save_adapters
+    from clo_mlx.config import build_config
+
+    model, tok = load(str(tiny_llama))
+    ids, start = encode_pair(tok, "Taja rangi tatu.", "Nyekundu, kijani na bluu.")
+    before = np_response_logp(model, ids, start)[0]
+    cfg = build_config(overrides={"fine_tune_type": "dora", "lora_parameters": {"rank": 2}})
+    apply_trainable(model, cfg)
+    rng = np.random.default_rng(0)
+    model.update(
+        tree_unflatten(
+            [
+                (k, mx.array(rng.normal(0, 0.3, v.shape).astype(np.float32)))
+                for k, v in tree_flatten(model.trainable_parameters())
+                if k.endswith("lora_b")
+            ]
+        )
+    )
+    save_adapters(model, tmp_path / "dora", cfg)
+    fresh, _ = load(str(tiny_llama))
+    load_adapters(fresh, str(tmp_path / "dora"))
+    assert abs(np_response_logp(fresh, ids, start)[0] - before) > 1e-3
+    strip_adapters(fresh)
+    assert np_response_logp(fresh, ids, start)[0] == pytest.approx(before, abs=1e-5)
