@@ -85,6 +85,18 @@ def test_pretrain_mix_is_english_centric():
     assert sum(t.startswith("<|endoftext|>sq") for t in texts) == 2000  # plain Swahili text
 
 
+def test_shipped_tokenizer_is_reproduced_from_the_corpus(tmp_path):
+    """The corpus generator still produces the text the shipped model was pretrained on."""
+    from clo_mlx.demo.corpus import split_rows
+    from clo_mlx.demo.pretrain import VOCAB_SIZE, pretrain_texts, tokenizer_texts
+    from clo_mlx.tiny import train_tokenizer
+
+    texts = tokenizer_texts(pretrain_texts(split_rows(seed=0)["pretrain"], seed=0))
+    train_tokenizer(texts, VOCAB_SIZE, tmp_path)
+    shipped = json.loads((DEMO_MODEL / "tokenizer.json").read_text())
+    assert json.loads((tmp_path / "tokenizer.json").read_text()) == shipped
+
+
 def test_pretrain_resumes_to_the_same_weights(tmp_path):
     import mlx.core as mx
 

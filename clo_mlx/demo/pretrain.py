@@ -56,6 +56,17 @@ def pretrain_texts(rows: list[dict], seed: int = 0, p_target: float = P_TARGET_A
     return texts
 
 
+def tokenizer_texts(texts: list[str]) -> list[str]:
+    """The pretraining texts without special tokens (what the BPE tokenizer is trained on)."""
+    specials = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    out = []
+    for t in texts:
+        for sp in specials:
+            t = t.replace(sp, "")
+        out.append(t)
+    return out
+
+
 def _save_model(model, path: Path) -> None:
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -96,8 +107,7 @@ def pretrain(
     rows = split_rows(seed=seed, sizes=sizes, n_pretrain=n_pretrain)["pretrain"]
     texts = pretrain_texts(rows, seed=seed)
     if not (out_dir / "config.json").exists():
-        tok_texts = [t.replace("<|im_start|>", "").replace("<|im_end|>", "") for t in texts]
-        tok_texts = [t.replace("<|endoftext|>", "") for t in tok_texts]
+        tok_texts = tokenizer_texts(texts)
         build_tiny_model(
             out_dir,
             texts=tok_texts,

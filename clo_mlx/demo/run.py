@@ -26,17 +26,17 @@ QUICK_TRAIN_ROWS = 80  # 160 pairs: the quick run's 20 steps of 8 pairs
 
 # Demo training settings (any config key can be overridden through **overrides).
 DEMO_CONFIG = {
-    "iters": 60,
+    "iters": 100,
     "batch_size": 8,
-    "learning_rate": 2e-4,
+    "learning_rate": 1e-4,
     "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0},
     "clo": {"beta": 0.1, "lambda": 0.5},
     "steps_per_report": 5,
-    "steps_per_eval": 15,
+    "steps_per_eval": 25,
     "val_batches": 4,
     "max_seq_length": 256,
 }
-QUICK_CONFIG = {"iters": 20, "steps_per_eval": 10, "val_batches": 2}
+QUICK_CONFIG = {"iters": 20, "learning_rate": 2e-4, "steps_per_eval": 10, "val_batches": 2}
 EVAL_PROMPTS = 60  # per language, before and after
 TRACK_PROMPTS = 16  # per language, at the intermediate evals (for the plot)
 QUICK_EVAL_PROMPTS = 16
@@ -103,6 +103,11 @@ def _fidelity_table(title: str, columns: dict[str, dict], n: int):
     cols = columns.values()
     table.add_row(f"Swahili prompts answered in Swahili (n={n})", *(_fmt(c[LANG]) for c in cols))
     table.add_row(f"English prompts answered in English (n={n})", *(_fmt(c["en"]) for c in cols))
+    if any("same_en" in c for c in cols):
+        table.add_row(
+            "English answers identical to the base model's",
+            *(_fmt(c["same_en"]) if "same_en" in c else "-" for c in cols),
+        )
     for key, what in ((f"logp_{LANG}", "Swahili"), ("logp_en", "English")):
         if all(c.get(key) is not None for c in cols):
             table.add_row(
@@ -179,6 +184,8 @@ def run_demo(
     def on_eval(step: int, model) -> dict:
         if step == 0:  # adapters start at zero: the model is still the base model
             res = {k: {"fidelity": v["fidelity"]} for k, v in before.items()}
+        elif step == cfg.iters:  # measured below on the full evaluation set
+            return {}
         else:
             model.eval()
             res = language_fidelity(model, tokenizer, track, CANDIDATES, max_tokens=MAX_TOKENS)
@@ -210,6 +217,11 @@ def run_demo(
         "n_eval": n_eval,
         "before": {k: v["fidelity"] for k, v in before.items()},
         "after": {k: v["fidelity"] for k, v in after.items()},
+        "en_same_as_base": sum(
+            b["response"] == a["response"]
+            for b, a in zip(before["en"]["samples"], after["en"]["samples"], strict=True)
+        )
+        / n_eval,
         "train_margins": {"first": margins[0], "last": margins[-1]} if margins else None,
         "val_margins": {
             "first": val[0]["val/rewards/margins"],
@@ -266,6 +278,7 @@ def _print_report(console, s: dict) -> None:
     from rich.table import Table
 
     cols = {w: {**s[w], **((s["valid_logps"] or {}).get(w) or {})} for w in ("before", "after")}
+    cols["after"]["same_en"] = s["en_same_as_base"]
     title = f"{s['loss'].upper()}: before vs after {s['iters']} steps"
     console.print(_fidelity_table(title, cols, s["n_eval"]))
     samples = Table(title="sample answers (greedy)", show_lines=True)
@@ -300,6 +313,7 @@ def run_demo_comparison(
         return {**r[when], **((r["valid_logps"] or {}).get(when) or {})}
 
     cols = {"base model": col(results["clo"], "before")}
-    cols.update({f"{name.upper()} after": col(r, "after") for name, r in results.items()})
+    for name, r in results.items():
+        cols[f"{name.upper()} after"] = {**col(r, "after"), "same_en": r["en_same_as_base"]}
     console.print(_fidelity_table("CLO vs SFT on the same rows", cols, results["clo"]["n_eval"]))
     return results
