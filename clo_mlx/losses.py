@@ -17,19 +17,6 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-METRIC_NAMES = (
-    "loss",
-    "loss/dpo",
-    "nll/target",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/chosen",
-    "logps/rejected",
-)
-
-
 PREFERENCE_LOSSES = ("sigmoid", "ipo", "hinge", "simpo")
 
 

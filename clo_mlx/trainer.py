@@ -30,9 +30,6 @@ from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
 from .tokens import EncodedPair
 
-SEQUENCE_METRICS = ("loss", "nll/train")
-
-
 # ----------------------------------------------------------------------------- data for a step
 
 
