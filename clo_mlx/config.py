@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CloError
+from .losses import PREFERENCE_LOSSES
 
 ATTENTION_KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
 LOSSES = ("clo", "dpo", "sft")
@@ -102,7 +103,7 @@ _CHOICES = {
     "dtype": DTYPES,
     "truncation": ("truncate_prompt", "drop"),
     "clo.nll_languages": NLL_LANGUAGES,
-    "clo.preference": ("sigmoid", "ipo", "hinge", "simpo"),
+    "clo.preference": PREFERENCE_LOSSES,
     "sft.languages": SFT_LANGUAGES,
 }
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
