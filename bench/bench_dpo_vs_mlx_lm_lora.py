@@ -194,6 +194,12 @@ def worker_clo(model: str, data: str, out_dir: str, iters: int, grad_checkpoint:
             grad_checkpoint=grad_checkpoint,
         )
     )
+    if os.environ.get("BENCH_PAD_TO"):  # evaluates a bucket size other than the core's
+        import clo_mlx.batching as batching
+
+        pad = int(os.environ["BENCH_PAD_TO"])
+        batching.bucket_length.__defaults__ = (pad,)
+        batching.collate.__defaults__ = (pad,)
     console = Console(stderr=True)
     t0 = time.perf_counter()
     model_, tokenizer = load_model(model, dtype="float32")
