@@ -366,7 +366,7 @@ def headline_metrics(results: Sequence[dict]) -> list[str]:
     def order(k: str) -> tuple:
         for i, p in enumerate(HEADLINE_PATTERNS):
             if k.startswith(p):
-                return (i, k.endswith("/en"), k)
+                return (i, 2 if k.endswith("/mean") else int(k.endswith("/en")), k)
         return (len(HEADLINE_PATTERNS), False, k)
 
     chosen = [k for k in keys if k.startswith(HEADLINE_PATTERNS) and ":" not in k]
