@@ -1,7 +1,8 @@
 """Data-efficiency sweep on the built-in demo: CLO vs SFT vs DPO at several training-set sizes.
 
     python bench/demo_sweep.py [--model PATH] [--out DIR] [--sizes 0.125,0.25,0.5,1.0]
-                               [--methods clo,sft,dpo] [--seeds 0] [--epochs 2]
+                               [--methods clo,sft,dpo] [--seeds 0] [--epochs 3]
+                               [--learning-rate 2e-4]
 
 Uses the demo corpus (English / Swahili, `clo_mlx.demo`) and, by default, the shipped demo model;
 training settings are the demo's (`clo_mlx.demo.run.DEMO_CONFIG`), each stage trained for
