@@ -253,7 +253,19 @@ def evaluate_model(
             {f"ppl/{k}": v for k, v in response_perplexity(model, es.pairs, cfg).items()}
         )
     if es.mc_items:
-        mc = evaluate_mc(model, tokenizer, es.mc_items, opts.mc_batch_size, opts.max_seq_length)
+        from rich.progress import Progress
+
+        n_choices = sum(len(item.choices) for item in es.mc_items)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("multiple choice", total=n_choices)
+            mc = evaluate_mc(
+                model,
+                tokenizer,
+                es.mc_items,
+                opts.mc_batch_size,
+                opts.max_seq_length,
+                progress=lambda n: progress.advance(task, n),
+            )
         for lang, r in mc.items():
             metrics[f"mc/{lang}/acc"] = r["acc"]
             metrics[f"mc/{lang}/acc_norm"] = r["acc_norm"]
