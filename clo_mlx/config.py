@@ -188,6 +188,17 @@ def _validate(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}: lora_parameters.keys must be a non-empty list of module paths")
 
 
+def merge_overrides(base: dict, updates: dict) -> dict:
+    """A copy of `base` with `updates` applied; nested mappings (e.g. `clo`) merge key by key."""
+    out = copy.deepcopy(base)
+    for k, v in updates.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **copy.deepcopy(v)}
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
 def load_yaml(path: str | Path) -> dict:
     import yaml
 

@@ -18,7 +18,6 @@ methods: SFT -> DPO/CLO with the SFT model as reference). Built in:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, build_config, load_yaml
+from .config import ConfigError, build_config, load_yaml, merge_overrides
 from .data import Pair, load_pairs, load_splits
 from .evaluate import (
     BASE_NAME,
@@ -117,7 +116,7 @@ def load_spec(
     for key, extra in (("train", train_overrides), ("eval", eval_overrides)):
         extra = {k: v for k, v in (extra or {}).items() if v is not None}
         if extra:
-            raw[key] = _merge(raw.get(key) or {}, extra)
+            raw[key] = merge_overrides(raw.get(key) or {}, extra)
     names = {f.name for f in dataclasses.fields(SweepSpec)}
     where = str(path) if path else "sweep options"
     for k in raw:
@@ -171,16 +170,6 @@ def subset_pairs(pairs: Sequence[Pair], rows: Sequence[int]) -> list[Pair]:
 # ----------------------------------------------------------------------------- cells
 
 
-def _merge(base: dict, updates: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in updates.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def cell_key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :16
@@ -203,7 +192,7 @@ def read_result(path: Path, key: str) -> dict | None:
 
 
 def _stage_config(spec: SweepSpec, stage: dict, seed: int, adapter_path: Path, resume):
-    overrides = _merge(spec.train, stage)
+    overrides = merge_overrides(spec.train, stage)
     overrides.update(
         {
             "model": spec.model,

@@ -9,12 +9,12 @@ the adapters, `metrics.jsonl`, `demo_curves.png`, `demo_summary.json` and `demo_
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
 from pathlib import Path
 
+from clo_mlx.config import merge_overrides
 from clo_mlx.demo import DEMO_MODEL
 from clo_mlx.demo.corpus import LANG, read_jsonl, split_rows, write_jsonl
 
@@ -78,16 +78,6 @@ def prepare_demo_data(
     return data_dir
 
 
-def _merge(base: dict, updates: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in updates.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
-        else:
-            out[k] = v
-    return out
-
-
 def _fmt(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -145,8 +135,8 @@ def run_demo(
     t0 = time.perf_counter()
     data_dir = prepare_demo_data(train_rows=QUICK_TRAIN_ROWS if quick else DEMO_TRAIN_ROWS)
     model_path = Path(model or DEMO_MODEL)
-    settings = _merge(DEMO_CONFIG, QUICK_CONFIG if quick else {})
-    settings = _merge(settings, {k: v for k, v in overrides.items() if v is not None})
+    settings = merge_overrides(DEMO_CONFIG, QUICK_CONFIG if quick else {})
+    settings = merge_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
     settings.update(
         model=str(model_path), data=str(data_dir), adapter_path=str(adapter_path),
         loss=loss, seed=seed, save_every=10**9,
