@@ -28,7 +28,9 @@ class AdapterError(CloError):
 
 
 def _check_keys(model: nn.Module, keys: list[str]) -> None:
+    # mlx-lm matches keys against each layer's modules and the model's own (e.g. lm_head).
     available = {name for name, _ in model.layers[0].named_modules() if name}
+    available |= {name for name, _ in model.named_modules() if name}
     missing = [k for k in keys if k not in available]
     if missing:
         linear = sorted(
@@ -106,56 +108,80 @@ def save_adapters(
     return atomic_save_safetensors(adapter_path / filename, trainable_weights(model))
 
 
-def check_adapter_path(adapter_path: str | Path) -> dict:
-    """The adapter config of `adapter_path`, with clear errors when files are missing or bad."""
+def read_adapter_config(adapter_path: str | Path) -> dict:
+    """Read and check an mlx-lm adapter folder's config; errors name the file and field."""
     adapter_path = Path(adapter_path)
     if not adapter_path.is_dir():
-        raise AdapterError(f"{adapter_path}: no such adapter folder")
+        raise AdapterError(f"{adapter_path}: not found (no such adapter folder)")
     for name in (CONFIG_FILE, ADAPTER_FILE):
         if not (adapter_path / name).is_file():
-            raise AdapterError(f"{adapter_path}: missing {name}")
+            raise AdapterError(
+                f"{adapter_path / name}: not found (an mlx-lm adapter folder has one)"
+            )
+    path = adapter_path / CONFIG_FILE
     try:
-        config = json.loads((adapter_path / CONFIG_FILE).read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
+        raise AdapterError(f"{path}, line {e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{path}: expected a JSON object")
+    kind = config.get("fine_tune_type", "lora")
+    if kind not in ("lora", "dora", "full"):
         raise AdapterError(
-            f"{adapter_path / CONFIG_FILE}:{e.lineno}: malformed JSON ({e.msg})"
-        ) from e
-    for key in ("num_layers",):
-        if key not in config:
-            raise AdapterError(f"{adapter_path / CONFIG_FILE}: missing field {key!r}")
-    if config.get("fine_tune_type", "lora") != "full" and "lora_parameters" not in config:
-        raise AdapterError(f"{adapter_path / CONFIG_FILE}: missing field 'lora_parameters'")
+            f"{path}: field 'fine_tune_type' must be 'lora', 'dora' or 'full', got {kind!r}"
+        )
+    if not isinstance(config.get("num_layers"), int):
+        raise AdapterError(f"{path}: field 'num_layers' missing or not an integer")
+    if kind != "full":
+        params = config.get("lora_parameters")
+        if not isinstance(params, dict):
+            raise AdapterError(f"{path}: field 'lora_parameters' missing or not an object")
+        for field in ("rank", "scale"):
+            if not isinstance(params.get(field), (int, float)):
+                raise AdapterError(
+                    f"{path}: field 'lora_parameters.{field}' missing or not a number"
+                )
+        params.setdefault("dropout", 0.0)
     return config
 
 
-def check_adapters_fit(model: nn.Module, adapter_path: str | Path) -> dict:
-    """Check that the adapters in `adapter_path` were made for a model of this shape."""
-    config = check_adapter_path(adapter_path)
-    where = Path(adapter_path) / CONFIG_FILE
-    n = len(model.layers)
-    if config["num_layers"] > n:
-        raise AdapterError(
-            f"{where}: num_layers={config['num_layers']} but the model has only {n} layers "
-            "(adapters made for another model?)"
-        )
+def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> dict:
+    """Load mlx-lm adapters onto `model` (in place, as `mlx_lm.load` does) after checking they
+    were made for a model of this shape; return their config.
+
+    Every adapter module the config creates must get its tensors from the file, and every tensor
+    in the file must match a model parameter in name and shape.
+    """
+    from mlx_lm.tuner.utils import load_adapters
+
+    adapter_path = Path(adapter_path)
+    config = read_adapter_config(adapter_path)
+    where = adapter_path / CONFIG_FILE
     keys = (config.get("lora_parameters") or {}).get("keys")
     if keys:
         try:
             _check_keys(model, keys)
         except AdapterError as e:
             raise AdapterError(f"{where}: {e} (adapters made for another model?)") from None
-    return config
-
-
-def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> None:
-    """mlx-lm's adapter loading, after our checks, with its shape errors named as ours."""
-    from mlx_lm.tuner.utils import load_adapters
-
-    check_adapters_fit(model, adapter_path)
     try:
         load_adapters(model, str(adapter_path))
     except ValueError as e:
         raise AdapterError(f"{adapter_path}: adapters do not fit this model: {e}") from None
+    if config.get("fine_tune_type", "lora") != "full":
+        saved = mx.load(str(adapter_path / ADAPTER_FILE))
+        leaves = ("lora_a", "lora_b", "m")
+        missing = [
+            k
+            for k, _ in tree_flatten(model.parameters())
+            if k.rsplit(".", 1)[-1] in leaves and k not in saved
+        ]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise AdapterError(
+                f"{adapter_path / ADAPTER_FILE}: lacks {len(missing)} adapter tensor(s) that "
+                f"{where} implies for this model: {shown}"
+            )
+    return config
 
 
 def load_weights_into(model: nn.Module, weights_file: str | Path) -> None:

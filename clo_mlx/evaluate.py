@@ -314,7 +314,7 @@ def compare_models(
 ) -> list[dict]:
     """Evaluate the base model and each adapter on the same held-out material; write a report
     to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`."""
-    from .adapters import check_adapter_path
+    from .adapters import read_adapter_config
     from .models import load_model, model_fingerprint
     from .multiple_choice import load_mc
     from .run import _console
@@ -323,7 +323,7 @@ def compare_models(
     opts = opts or EvalOptions()
     if names is not None and len(names) != len(adapter_paths):
         raise ValueError(f"{len(names)} names given for {len(adapter_paths)} adapter paths")
-    configs = [check_adapter_path(a) for a in adapter_paths]  # fail early on bad paths
+    configs = [read_adapter_config(a) for a in adapter_paths]  # fail early on bad paths
     pairs = load_pairs(heldout_file(data)) if data is not None else None
     if mc_items is None and mc_path is not None:
         mc_items = load_mc(mc_path, langs=mc_langs, split=mc_split, limit=mc_limit)

@@ -25,16 +25,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from rich.console import Console
 
-from clo_mlx.fuse import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
-    AdapterError,
-    apply_adapters,
-    atomic_output_dir,
-    fuse_modules,
-    read_adapter_config,
-    resolve_model,
-)
+from clo_mlx.adapters import ADAPTER_FILE as ADAPTER_WEIGHTS
+from clo_mlx.adapters import CONFIG_FILE as ADAPTER_CONFIG
+from clo_mlx.adapters import AdapterError, load_adapters_checked, read_adapter_config
+from clo_mlx.fuse import atomic_output_dir, fuse_modules, resolve_model
 
 SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 PEFT_CONFIG = "adapter_config.json"
@@ -193,7 +187,7 @@ def export_peft(
             "[yellow]note:[/] the base model is quantized; the PEFT adapter will be applied to the "
             "full-precision Hugging Face base, so outputs differ by the quantization error"
         )
-    apply_adapters(model, adapter_path)
+    load_adapters_checked(model, adapter_path)
     modules = _lora_modules(model)
     if not modules:
         raise AdapterError(f"{adapter_path}: the adapters adapt no layer of this model")
@@ -285,7 +279,7 @@ def export_fused_hf(
 
     model, config, model_path = _load_base(model_path, read_adapter_config(adapter_path))
     dtype = _original_dtype(config, model)
-    apply_adapters(model, adapter_path)
+    load_adapters_checked(model, adapter_path)
     fuse_modules(model, dequantize=True)
     dequantize_model(model)
     weights = {
@@ -467,5 +461,5 @@ def import_peft(
         mx.eval(tensors)
         mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), tensors, metadata={"format": "mlx"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(mlx_config, indent=2) + "\n")
-        apply_adapters(model, tmp)  # shapes must fit the model; errors name the tensor
+        load_adapters_checked(model, tmp)  # shapes must fit the model; errors name the tensor
     return Path(output)

@@ -7,7 +7,6 @@ adapters goes through mlx-lm's own `load_adapters`, so what is fused is exactly 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,52 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_unflatten
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapters.safetensors"
-
-
-class AdapterError(ValueError):
-    """Adapters that cannot be read, do not fit the model, or cannot be converted."""
-
-
-def read_adapter_config(adapter_path: str | Path) -> dict:
-    """Read and check an mlx-lm `adapter_config.json`; errors name the file and field."""
-    adapter_path = Path(adapter_path)
-    if not adapter_path.is_dir():
-        raise FileNotFoundError(f"adapter directory not found: {adapter_path}")
-    path = adapter_path / ADAPTER_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (an mlx-lm adapter directory has one)")
-    if not (adapter_path / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{adapter_path / ADAPTER_WEIGHTS}: not found")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AdapterError(f"{path}, line {e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{path}: expected a JSON object")
-    kind = config.get("fine_tune_type", "lora")
-    if kind not in ("lora", "dora", "full"):
-        raise AdapterError(
-            f"{path}: field 'fine_tune_type' must be 'lora', 'dora' or 'full', got {kind!r}"
-        )
-    if kind != "full":
-        if not isinstance(config.get("num_layers"), int):
-            raise AdapterError(f"{path}: field 'num_layers' missing or not an integer")
-        params = config.get("lora_parameters")
-        if not isinstance(params, dict):
-            raise AdapterError(f"{path}: field 'lora_parameters' missing or not an object")
-        for field in ("rank", "scale"):
-            if not isinstance(params.get(field), (int, float)):
-                raise AdapterError(
-                    f"{path}: field 'lora_parameters.{field}' missing or not a number"
-                )
-        params.setdefault("dropout", 0.0)
-    return config
+from clo_mlx.adapters import (
+    load_adapters_checked,
+    read_adapter_config,
+)
 
 
 def resolve_model(model: str | Path | None, adapter_config: dict | None = None) -> Path:
@@ -75,37 +35,6 @@ def resolve_model(model: str | Path | None, adapter_config: dict | None = None) 
         if not model:
             raise ValueError("no --model given and the adapter config names no 'model'")
     return resolve_model_path(str(model))
-
-
-def apply_adapters(model: nn.Module, adapter_path: str | Path) -> dict:
-    """Load mlx-lm adapters onto `model` (in place) and check they fit; return their config.
-
-    Every adapter module the config creates must get its tensors from the file, and every
-    tensor in the file must match a model parameter in name and shape.
-    """
-    from mlx_lm.tuner.utils import load_adapters
-
-    adapter_path = Path(adapter_path)
-    config = read_adapter_config(adapter_path)
-    weights_file = adapter_path / ADAPTER_WEIGHTS
-    try:
-        load_adapters(model, str(adapter_path))
-    except ValueError as e:
-        raise AdapterError(f"adapters do not fit this model: {e}") from None
-    saved = mx.load(str(weights_file))
-    if config.get("fine_tune_type", "lora") != "full":
-        leaves = ("lora_a", "lora_b", "m")
-        expected = [
-            k for k, _ in tree_flatten(model.parameters()) if k.rsplit(".", 1)[-1] in leaves
-        ]
-        missing = [k for k in expected if k not in saved]
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise AdapterError(
-                f"{weights_file}: lacks {len(missing)} adapter tensor(s) that "
-                f"{adapter_path / ADAPTER_CONFIG} implies for this model: {shown}"
-            )
-    return config
 
 
 def fuse_modules(model: nn.Module, dequantize: bool = False) -> nn.Module:
@@ -173,7 +102,7 @@ def fuse(
 
     model_path = resolve_model(model_path, read_adapter_config(adapter_path))
     model, config = load_model(model_path, lazy=True)
-    apply_adapters(model, adapter_path)
+    load_adapters_checked(model, adapter_path)
     fuse_modules(model, dequantize=dequantize)
     if dequantize:
         dequantize_model(model)

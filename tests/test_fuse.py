@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from clo_mlx.fuse import AdapterError, fuse
+from clo_mlx.adapters import AdapterError
+from clo_mlx.fuse import fuse
 from clo_mlx.tiny import build_tiny_model
 
 TOKENS = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11, 300, 2]]
