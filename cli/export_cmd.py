@@ -6,18 +6,13 @@ from pathlib import Path
 
 import typer
 
-from cli.fuse_cmd import fail
+from cli.fuse_cmd import base_model_option, fail
 from cli.main import app
 
 
 @app.command("export-hf")
 def export_hf_cmd(
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        help="Base model: local folder (HF or MLX layout) or HF repo id in the local cache. "
-        "Default: the 'model' of the adapter config.",
-    ),
+    model: str | None = base_model_option(),
     adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
     output: Path = typer.Option(..., "--output", help="Output directory."),
     fused: bool = typer.Option(

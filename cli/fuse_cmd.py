@@ -15,14 +15,19 @@ def fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 
-@app.command("fuse")
-def fuse_cmd(
-    model: str | None = typer.Option(
+def base_model_option():
+    """`--model` of fuse and export-hf: defaults to the model the adapters were trained on."""
+    return typer.Option(
         None,
         "--model",
         help="Base model: local folder (HF or MLX layout) or HF repo id in the local cache. "
         "Default: the 'model' of the adapter config.",
-    ),
+    )
+
+
+@app.command("fuse")
+def fuse_cmd(
+    model: str | None = base_model_option(),
     adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
     save_path: Path = typer.Option(..., "--save-path", help="Output MLX model directory."),
     dequantize: bool = typer.Option(
