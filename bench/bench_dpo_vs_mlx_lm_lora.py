@@ -164,7 +164,9 @@ def worker_peer(model: str, data: str, out_dir: str, iters: int) -> None:
     )
 
 
-def worker_clo(model: str, data: str, out_dir: str, iters: int, grad_checkpoint: bool) -> None:
+def worker_clo(
+    model: str, data: str, out_dir: str, iters: int, grad_checkpoint: bool, micro: int | None
+) -> None:
     """clo-mlx's own training path (prepare -> reference log-probs -> adapters -> train)."""
     import mlx.core as mx
     from rich.console import Console
@@ -192,6 +194,7 @@ def worker_clo(model: str, data: str, out_dir: str, iters: int, grad_checkpoint:
             dtype="float32",
             seed=0,
             grad_checkpoint=grad_checkpoint,
+            **({"micro_batch_size": micro} if micro else {}),
         )
     )
     if os.environ.get("BENCH_PAD_TO"):  # evaluates a bucket size other than the core's
@@ -529,6 +532,11 @@ def main() -> None:
         action="store_true",
         help="also run clo-mlx with grad_checkpoint (less memory, one more forward per step)",
     )
+    ap.add_argument(
+        "--micro-batch",
+        default="",
+        help="also run clo-mlx with these micro_batch_size values, e.g. 1,4 (4 = one pass per batch)",
+    )
     ap.add_argument("--vocab-seq", type=int, default=171, help="sequence length, vocab case")
     ap.add_argument("--json", help="also write all results to this JSON file")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per run")
@@ -578,13 +586,15 @@ def main() -> None:
             tools = ["clo-mlx"] if a.no_peer else ["mlx-lm-lora", "clo-mlx"]
             if a.grad_checkpoint:
                 tools.append("clo-mlx +gc")
+            tools += [f"clo-mlx mb{m.strip()}" for m in a.micro_batch.split(",") if m.strip()]
             for tool in tools:
-                out = work / "runs" / f"{tool.replace(' +', '-')}-{size}-{rep}"
+                tag = tool.replace(" +", "-").replace(" ", "-")
+                out = work / "runs" / f"{tag}-{size}-{rep}"
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
                 args = [str(models[size]), str(data), str(out), str(a.iters)]
                 if tool.startswith("clo-mlx"):
-                    cmd = [clo_python, me, "_clo", *args, *(["gc"] if "gc" in tool else [])]
+                    cmd = [clo_python, me, "_clo", *args, *tool.split()[1:]]
                 else:
                     cmd = [str(peer_python), me, "_peer", *args]
                 log(f"{tool} {size} (run {rep + 1}/{a.repeat}) ...")
@@ -592,7 +602,7 @@ def main() -> None:
                 result, rss = run_measured(
                     cmd,
                     env,
-                    work / "logs" / f"{tool.replace(' +', '-')}-{size}-{rep}.log",
+                    work / "logs" / f"{tag}-{size}-{rep}.log",
                     a.timeout,
                 )
                 result["rss_mb"], result["wall_s"] = rss, time.perf_counter() - t
@@ -649,7 +659,7 @@ def summarize(runs, stats, ceilings, vocab, models, load, env, a) -> dict:
         st = stats[size]
         ntok = st["tokens_per_pair"] * BATCH
         base = {}
-        for tool in ("mlx-lm-lora", "clo-mlx", "clo-mlx +gc"):
+        for tool in dict.fromkeys(["mlx-lm-lora", "clo-mlx", *(t for t, _ in runs)]):
             rs = runs.get((tool, size))
             if not rs:
                 continue
@@ -729,7 +739,9 @@ if __name__ == "__main__":
         elif cmd == "_peer":
             worker_peer(rest[0], rest[1], rest[2], int(rest[3]))
         elif cmd == "_clo":
-            worker_clo(rest[0], rest[1], rest[2], int(rest[3]), rest[4:] == ["gc"])
+            flags = [f.lstrip("+") for f in rest[4:]]
+            micro = [int(f[2:]) for f in flags if f.startswith("mb")]
+            worker_clo(rest[0], rest[1], rest[2], int(rest[3]), "gc" in flags, (micro or [None])[0])
         elif cmd == "_vocab":
             worker_vocab(rest[0], int(rest[1]))
         else:

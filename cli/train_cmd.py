@@ -47,6 +47,11 @@ def train(
     truncation: str | None = typer.Option(None, help="truncate_prompt | drop"),
     grad_checkpoint: bool | None = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint"),
     grad_accumulation_steps: int | None = typer.Option(None),
+    micro_batch_size: int | None = typer.Option(
+        None,
+        help="Pairs per forward/backward pass; the batch's gradient is the exact sum of its "
+        "micro-batches'. Default: automatic (memory).",
+    ),
     seed: int | None = typer.Option(None),
     dtype: str | None = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
     resume_adapter_file: str | None = typer.Option(None, help="Start from these adapter weights."),
@@ -97,6 +102,7 @@ def train(
         "truncation": truncation,
         "grad_checkpoint": grad_checkpoint,
         "grad_accumulation_steps": grad_accumulation_steps,
+        "micro_batch_size": micro_batch_size,
         "seed": seed,
         "dtype": dtype,
         "resume_adapter_file": resume_adapter_file,

@@ -41,6 +41,19 @@ def collate(
     return inputs, targets, mask
 
 
+def response_start(mask: np.ndarray) -> int:
+    """The first position where any row has a response token, rounded down to 1/8 of the length.
+
+    Positions before it hold prompt tokens only, so the output head can skip them. Rounding keeps
+    the compiled shapes few (at most 8 starts per length bucket).
+    """
+    covered = np.flatnonzero(mask.any(axis=0))
+    if not len(covered):
+        return 0
+    step = max(1, mask.shape[1] // 8)
+    return int(covered[0] // step * step)
+
+
 def length_sorted_batches(
     lengths: list[int], batch_size: int, full: bool = False
 ) -> list[list[int]]:

@@ -65,6 +65,7 @@ class TrainConfig:
     truncation: str = "truncate_prompt"  # or "drop"
     grad_checkpoint: bool = False
     grad_accumulation_steps: int = 1
+    micro_batch_size: int | None = None  # pairs per forward/backward; None: automatic
     seed: int = 0
     lora_parameters: dict = field(default_factory=_default_lora)
     loss: str = "clo"
@@ -177,6 +178,11 @@ def _validate(cfg: dict, where: str) -> None:
     for name in (*positive, "max_seq_length", "grad_accumulation_steps"):
         if cfg[name] < 1:
             raise ConfigError(f"{where}: {name} must be >= 1, got {cfg[name]}")
+    if cfg["micro_batch_size"] is not None and cfg["micro_batch_size"] < 1:
+        raise ConfigError(
+            f"{where}: micro_batch_size must be >= 1 (or null: automatic), "
+            f"got {cfg['micro_batch_size']}"
+        )
     if not 0.0 <= cfg["clo"]["lambda"] <= 1.0:
         raise ConfigError(f"{where}: clo.lambda must be in [0, 1], got {cfg['clo']['lambda']}")
     if cfg["clo"]["beta"] <= 0:

@@ -1,7 +1,9 @@
 """Per-sequence response log-probs: sum_t mask[t] * log p(targets[t] | inputs[:t+1]).
 
 The full-vocabulary log-softmax is never materialised: each token's log-prob is its logit minus the
-logsumexp over the vocabulary. For large vocabularies the output head runs over sequence chunks
+logsumexp over the vocabulary. The output head skips the leading positions that are prompt in every
+row (`start`, see batching.response_start): the head and its logsumexp are a large share of a step
+with a big vocabulary, and prompts are often a third of the tokens. For large vocabularies the output head runs over sequence chunks
 under `mx.checkpoint`, so at most one chunk of [B, C, V] logits is alive, in the forward and in the
 backward pass.
 """
@@ -55,16 +57,21 @@ def sequence_logps(
     targets: mx.array,  # [B, L] int
     mask: mx.array,  # [B, L] float, 1 on response tokens
     chunk_size: int | None = None,
+    start: int = 0,  # mask is 0 before this position in every row
 ) -> tuple[mx.array, mx.array]:
     """(summed response log-probs [B], response token counts [B])."""
     head = output_head(model)
     vocab = getattr(getattr(model, "args", None), "vocab_size", 0)
-    B, L = inputs.shape
-    C = chunk_length(B, L, vocab, chunk_size) if head is not None and vocab else L
+    targets, mask = targets[:, start:], mask[:, start:]  # [B, L']
+    B, L = targets.shape
+    if head is None:
+        logps = token_logps(model(inputs)[:, start:], targets)  # [B, L']
+        return (logps * mask).sum(axis=-1), mask.sum(axis=-1)
+    hidden = model.model(inputs)[:, start:]  # [B, L', H]
+    C = chunk_length(B, L, vocab, chunk_size) if vocab else L
     if C >= L:
-        logps = token_logps(model(inputs), targets)  # [B, L]
+        logps = token_logps(head(hidden), targets)  # [B, L']
     else:
-        hidden = model.model(inputs)  # [B, L, H]
         chunk = mx.checkpoint(lambda h, t: token_logps(head(h), mx.stop_gradient(t)))
         logps = mx.concatenate(
             [chunk(hidden[:, s : s + C], targets[:, s : s + C]) for s in range(0, L, C)], axis=1

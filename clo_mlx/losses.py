@@ -66,10 +66,15 @@ def clo_loss(
     chosen_tokens: mx.array | None = None,
     rejected_tokens: mx.array | None = None,
     gamma: float = 0.5,
+    num_pairs: mx.array | int | None = None,
 ) -> tuple[mx.array, dict[str, mx.array]]:
     """CLO loss and metrics. `target_nll`: mean per-token NLL of the target-language chosen
     responses in the batch (a scalar). With lam=0 this is plain DPO. `loss/dpo` is the mean
-    preference term whichever `preference` is used."""
+    preference term whichever `preference` is used.
+
+    Means are over `num_pairs` pairs (default: the P given). When a batch is split into
+    micro-batches, pass the whole batch's pair count (and a `target_nll` over the whole batch's
+    token count): the parts' losses, gradients and metrics then add up to the batch's."""
     losses, chosen_rewards, rejected_rewards = dpo_terms(
         policy_chosen_logps,
         policy_rejected_logps,
@@ -81,26 +86,37 @@ def clo_loss(
         rejected_tokens,
         gamma,
     )
-    dpo = losses.mean()
+    n = losses.shape[0] if num_pairs is None else num_pairs
+
+    def mean(v: mx.array) -> mx.array:  # [P] -> scalar
+        return v.sum() / n
+
+    dpo = mean(losses)
     loss = lam * target_nll + (1 - lam) * dpo
     metrics = {
         "loss": loss,
         "loss/dpo": dpo,
         "nll/target": target_nll,
-        "rewards/chosen": chosen_rewards.mean(),
-        "rewards/rejected": rejected_rewards.mean(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).astype(mx.float32).mean(),
-        "logps/chosen": policy_chosen_logps.mean(),
-        "logps/rejected": policy_rejected_logps.mean(),
+        "rewards/chosen": mean(chosen_rewards),
+        "rewards/rejected": mean(rejected_rewards),
+        "rewards/margins": mean(chosen_rewards - rejected_rewards),
+        "rewards/accuracies": mean((chosen_rewards > rejected_rewards).astype(mx.float32)),
+        "logps/chosen": mean(policy_chosen_logps),
+        "logps/rejected": mean(policy_rejected_logps),
     }
     return loss, metrics
 
 
-def mean_token_nll(logps: mx.array, ntokens: mx.array, weight: mx.array) -> mx.array:
+def mean_token_nll(
+    logps: mx.array,
+    ntokens: mx.array,
+    weight: mx.array,
+    total_tokens: mx.array | float | None = None,
+) -> mx.array:
     """Mean per-token NLL over the sequences with weight 1: -sum(w * logp) / sum(w * n).
 
-    logps, ntokens, weight: [N]. Zero when no sequence is selected.
+    logps, ntokens, weight: [N]. Zero when no sequence is selected. `total_tokens` replaces
+    sum(w * n) when these sequences are one micro-batch of a larger batch.
     """
-    total = (weight * ntokens).sum()
+    total = (weight * ntokens).sum() if total_tokens is None else total_tokens
     return -(weight * logps).sum() / mx.maximum(total, 1.0)

@@ -29,7 +29,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .batching import collate, length_sorted_batches
+from .batching import collate, length_sorted_batches, response_start
 from .reference import make_logp_fn
 from .tokens import encode_pair
 
@@ -241,7 +241,9 @@ def score_choices(
     nt = np.zeros(len(seqs), np.int64)
     for idx in length_sorted_batches([len(s[0]) for s in seqs], batch_size):
         inputs, targets, mask = collate([seqs[j] for j in idx], max_seq_length)
-        logps, ntok = logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask))
+        logps, ntok = logp_fn(
+            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+        )
         lp[idx], nt[idx] = np.array(logps), np.array(ntok)
         if progress is not None:
             progress(len(idx))

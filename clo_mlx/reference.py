@@ -17,18 +17,21 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .batching import collate, length_sorted_batches
+from .batching import collate, length_sorted_batches, response_start
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
 from .tokens import EncodedPair
 
 
 def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
-    """Compiled (inputs, targets, mask) -> (summed log-probs [B], token counts [B])."""
+    """Compiled (inputs, targets, mask, start=0) -> (summed log-probs [B], token counts [B]).
+
+    `start`: batching.response_start of the mask (a Python int; the head skips positions before it).
+    """
 
     @partial(mx.compile, inputs=model.state)
-    def logp_fn(inputs, targets, mask):
-        return sequence_logps(model, inputs, targets, mask, chunk_size)
+    def logp_fn(inputs, targets, mask, start=0):
+        return sequence_logps(model, inputs, targets, mask, chunk_size, start=start)
 
     return logp_fn
 
@@ -60,7 +63,9 @@ def score_pairs(
         seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
         seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
         inputs, targets, mask = collate(seqs, max_seq_length)
-        logps, ntok = logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask))
+        logps, ntok = logp_fn(
+            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+        )
         logps, ntok = np.array(logps), np.array(ntok)
         P = len(idx)
         out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:P], logps[P:]

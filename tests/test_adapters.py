@@ -1,5 +1,7 @@
 """Trainable parameters: exactly the LoRA weights of q/k/v/o; adapters in mlx-lm's format."""
 
+from dataclasses import replace
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -11,7 +13,7 @@ from clo_mlx.adapters import AdapterError, apply_trainable, save_adapters, train
 from clo_mlx.config import build_config
 from clo_mlx.data import Pair
 from clo_mlx.tokens import encode_pairs
-from clo_mlx.trainer import PairData, make_loss_fn, nll_weights
+from clo_mlx.trainer import PairData, make_loss_fn, micro_batches, nll_weights
 
 PAIRS = [
     Pair(0, "en", "en", "How many legs?", "Eight legs.", "Miguu minane."),
@@ -20,11 +22,14 @@ PAIRS = [
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def clo_batch(tok):
+def clo_batch(tok, cfg):
+    """One micro-batch holding the whole batch, and the batch totals the loss divides by."""
     encoded, _ = encode_pairs(tok, PAIRS, 256)
     zeros = np.zeros(len(encoded), np.float32)
     data = PairData(encoded, zeros - 20, zeros - 20, nll_weights(encoded, "target"))
-    return data.batch(list(range(len(encoded))), 256)
+    cfg = replace(cfg, micro_batch_size=len(encoded), max_seq_length=256)
+    (part,), totals = micro_batches(data, list(range(len(encoded))), cfg)
+    return (*part, totals)
 
 
 def perturb(model, which=("lora_a", "lora_b", "m", "weight")):
@@ -52,7 +57,7 @@ def test_gradients_exactly_on_attention_lora(tiny_llama):
     }
     assert names == expected
     loss_and_grad = nn.value_and_grad(model, make_loss_fn(cfg))
-    (_, _), grads = loss_and_grad(model, *clo_batch(tok))
+    (_, _), grads = loss_and_grad(model, *clo_batch(tok, cfg))
     grads = dict(tree_flatten(grads))
     assert set(grads) == expected
     for name, g in grads.items():

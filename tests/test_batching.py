@@ -34,3 +34,19 @@ def test_full_batches_cover_every_item():
     assert all(len(b) == 2 for b in batches)
     assert set(i for b in batches for i in b) == set(range(5))
     assert [lengths[i] for i in batches[0]] == [1, 3]
+
+
+def test_response_start_rounds_down_to_an_eighth_of_the_length():
+    from clo_mlx.batching import response_start
+
+    mask = np.zeros((2, 64), np.float32)
+    assert response_start(mask) == 0  # no response token: nothing to skip
+    mask[0, 30:50] = 1
+    mask[1, 21:40] = 1
+    assert response_start(mask) == 16  # first response position 21, steps of 64 / 8 = 8
+    mask[1, 5] = 1
+    assert response_start(mask) == 0
+    assert response_start(np.ones((1, 5), np.float32)) == 0
+    short = np.zeros((1, 5), np.float32)
+    short[0, 3:] = 1
+    assert response_start(short) == 3  # length < 8: step 1

@@ -28,6 +28,7 @@ NON_DEFAULT = {
     "truncation": "drop",
     "grad_checkpoint": True,
     "grad_accumulation_steps": 2,
+    "micro_batch_size": 1,
     "seed": 42,
     "lora_parameters": {"rank": 4, "scale": 8.0, "dropout": 0.1, "keys": ["self_attn.q_proj"]},
     "loss": "dpo",
@@ -87,6 +88,7 @@ def test_cli_beats_yaml_beats_default(tmp_path):
         ("loss: cl0\n", "loss must be one of ['clo', 'dpo', 'sft']"),
         ("batch_size: two\n", "batch_size must be int"),
         ("clo: {lambda: 1.5}\n", "clo.lambda must be in [0, 1]"),
+        ("micro_batch_size: 0\n", "micro_batch_size must be >= 1 (or null: automatic)"),
         ("iters: [1\n", "invalid YAML"),
     ],
 )
@@ -150,6 +152,8 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
         "--grad-checkpoint",
         "--grad-accumulation-steps",
         "2",
+        "--micro-batch-size",
+        "1",
         "--seed",
         "7",
         "--dtype",
@@ -185,6 +189,7 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
         5,
     )
     assert (cfg.truncation, cfg.grad_checkpoint, cfg.grad_accumulation_steps) == ("drop", True, 2)
+    assert cfg.micro_batch_size == 1
     assert (cfg.seed, cfg.dtype, cfg.test, cfg.cache_dir) == (7, "float32", True, "cc")
     assert (cfg.logprob_chunk_size, cfg.adapter_path) == (16, "aa")
     assert cfg.resume and cfg.skip_nonfinite

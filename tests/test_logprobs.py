@@ -131,3 +131,47 @@ def test_against_transformers(arch, request):
             logsm = torch.log_softmax(logits, -1)
             want = sum(logsm[t - 1, ids[t]].item() for t in range(start, len(ids)))
             np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_head_skipping_prompt_positions_changes_nothing(tiny_llama):
+    """Starting the output head at the first response position (rounded down) gives the same
+    log-probs and gradients as running it over every position, with and without chunks."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from clo_mlx.batching import response_start
+
+    model, tok = load(str(tiny_llama))
+    model.freeze()
+    linear_to_lora_layers(
+        model,
+        -1,
+        {
+            "rank": 4,
+            "scale": 10.0,
+            "dropout": 0.0,
+            "keys": ["self_attn.q_proj", "self_attn.v_proj"],
+        },
+    )
+    for layer in model.layers:
+        layer.self_attn.v_proj.lora_b = mx.random.normal(layer.self_attn.v_proj.lora_b.shape) * 0.1
+    long_prompt = " ".join(p.prompt for p in PAIRS)
+    seqs = [encode_pair(tok, long_prompt + " " + p.prompt, p.chosen) for p in PAIRS]
+    arrays = collate(seqs, 512)
+    start = response_start(arrays[2])
+    assert start > 0
+    inputs, targets, mask = (mx.array(a) for a in arrays)
+
+    def grads(chunk, start):
+        def f(m):
+            return sequence_logps(m, inputs, targets, mask, chunk, start=start)[0].sum()
+
+        return nn.value_and_grad(model, f)(model)
+
+    v0, g0 = grads(0, 0)
+    for chunk in (0, 3):
+        v, g = grads(chunk, start)
+        assert v.item() == pytest.approx(v0.item(), rel=1e-5)
+        for k, a in dict(tree_flatten(g0)).items():
+            np.testing.assert_allclose(
+                np.array(dict(tree_flatten(g))[k]), np.array(a), rtol=1e-4, atol=1e-6
+            )

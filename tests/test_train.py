@@ -225,3 +225,61 @@ def test_reference_adapters_give_the_reference_and_training_starts_from_the_base
     x = mx.array([[1, 2, 3, 4]])
     np.testing.assert_allclose(np.array(prep.model(x)), np.array(base(x)), atol=1e-6)
     assert not np.allclose(np.array(model(x)), np.array(base(x)), atol=1e-3)
+
+
+@pytest.mark.parametrize("loss", ["clo", "sft"])
+def test_micro_batches_add_up_to_the_whole_batch(tiny_llama, parallel_data, tmp_path, loss):
+    """Splitting each batch (1 or 3 pairs per pass, unequal parts) changes memory, not the math:
+    same reported metrics and the same adapters as one pass over the whole batch. (SGD: Adam's
+    normalisation would amplify float noise in near-zero gradients.)"""
+    import mlx.core as mx
+
+    results = {}
+    for micro in (8, 1, 3):  # 8 pairs = the whole batch
+        cfg = cfg_for(
+            tiny_llama,
+            parallel_data,
+            tmp_path / f"m{micro}",
+            loss=loss,
+            iters=4,
+            steps_per_report=1,
+            optimizer="sgd",
+            learning_rate=0.5,
+            micro_batch_size=micro,
+        )
+        _, result = run_training(cfg)
+        adapters = mx.load(str(tmp_path / f"m{micro}" / "ad" / "adapters.safetensors"))
+        results[micro] = (result.reports, adapters)
+    whole_reports, whole_weights = results[8]
+    for micro in (1, 3):
+        reports, weights = results[micro]
+        for a, b in zip(whole_reports, reports, strict=True):
+            for key in ("loss", "rewards/margins", "rewards/accuracies", "nll/target", "nll/train"):
+                if key in a:
+                    assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (micro, key)
+        for name, w in whole_weights.items():
+            w = np.array(w)
+            assert np.abs(w).max() > 0
+            np.testing.assert_allclose(np.array(weights[name]), w, atol=1e-4 * np.abs(w).max())
+
+
+def test_automatic_micro_batch_fits_the_token_budget(tiny_llama, parallel_data, tmp_path):
+    from clo_mlx.trainer import AUTO_MICRO_BATCH_TOKENS, micro_batch_pairs, micro_batches
+
+    prep = prepare(cfg_for(tiny_llama, parallel_data, tmp_path))
+    data = prep.train
+    idx = list(range(len(data)))
+    longest = max(data.length(i) for i in idx) - 1
+    padded = -(-longest // 8) * 8 if longest < 128 else None  # buckets step by 8 below 128
+    assert padded is not None
+    cfg = cfg_for(tiny_llama, parallel_data, tmp_path)
+    assert micro_batch_pairs(data, idx, cfg) == AUTO_MICRO_BATCH_TOKENS // (2 * padded)
+    cfg = cfg_for(tiny_llama, parallel_data, tmp_path, micro_batch_size=3)
+    parts, totals = micro_batches(data, idx[:8], cfg)
+    assert [len(p[3]) for p in parts] == [3, 3, 2]  # as even as possible, none above 3
+    assert totals[0].item() == 8
+    expected = sum(
+        (len(e.chosen) - e.chosen_start) * w
+        for e, w in zip(data.encoded[:8], data.nll_weight[:8], strict=True)
+    )
+    assert totals[1].item() == expected
