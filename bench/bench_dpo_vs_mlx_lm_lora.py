@@ -241,9 +241,11 @@ def worker_vocab(variant: str, seq_len: int) -> None:
     """Peak memory of one LoRA value-and-grad step of the response log-probs, 151,936 vocab."""
     import mlx.core as mx
     import mlx.nn as nn
+    import numpy as np
     from mlx_lm.models.qwen2 import Model, ModelArgs
 
     from clo_mlx.adapters import apply_trainable
+    from clo_mlx.batching import response_start
     from clo_mlx.config import TrainConfig
     from clo_mlx.logprobs import sequence_logps
 
@@ -265,23 +267,27 @@ def worker_vocab(variant: str, seq_len: int) -> None:
     rows = 2 * BATCH  # chosen and rejected of 4 pairs
     tokens = mx.random.randint(0, BIG_VOCAB, (rows, seq_len + 1))
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    mask = (mx.arange(seq_len)[None] >= min(40, seq_len // 4)).astype(mx.float32) * mx.ones(
-        (rows, 1)
-    )
+    prompt = round(seq_len * 54 / 172)  # the prompt share of the training benchmark's pairs
+    mask = (mx.arange(seq_len)[None] >= prompt).astype(mx.float32) * mx.ones((rows, 1))
 
     def naive(model):
         logp = nn.log_softmax(model(inputs).astype(mx.float32), axis=-1)  # [B, L, V]
         picked = mx.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         return -(picked * mask).sum()
 
-    def clo(chunk):
+    def clo(chunk, start=0):
         def loss(model):
-            logps, _ = sequence_logps(model, inputs, targets, mask, chunk)
+            logps, _ = sequence_logps(model, inputs, targets, mask, chunk, start=start)
             return -logps.sum()
 
         return loss
 
-    fn = {"naive": naive, "full": clo(0), "chunked": clo(None)}[variant]
+    fn = {
+        "naive": naive,
+        "full": clo(0),
+        "chunked": clo(None),
+        "skip": clo(None, response_start(np.array(mask))),
+    }[variant]
     step = nn.value_and_grad(model, fn)
     mx.eval(inputs, targets, mask)
     base = mx.get_active_memory()
@@ -437,13 +443,20 @@ def build_data(work: Path, n_pairs: int) -> Path:
     return data
 
 
-def token_stats(model_dir: Path, data: Path) -> dict:
-    """Sequence lengths under the shared token convention, and the padded lengths each tool runs."""
+def token_stats(model_dir: Path, data: Path, micro_sizes: list[int | None]) -> dict:
+    """Sequence lengths under the shared token convention, and the passes each tool runs.
+
+    Passes of a step, as (sequences, padded length, first position of the output head):
+    mlx-lm-lora pads chosen and rejected of 4 pairs to the longest of the group; clo-mlx splits a
+    batch into micro-batches (automatic, or `micro_batch_size`), each padded to its own length
+    bucket, and starts the head at batching.response_start.
+    """
     import numpy as np
     from transformers import AutoTokenizer
 
-    from clo_mlx.batching import bucket_length, length_sorted_batches
+    from clo_mlx.batching import bucket_length, collate, length_sorted_batches, response_start
     from clo_mlx.tokens import encode_pair
+    from clo_mlx.trainer import AUTO_MICRO_BATCH_TOKENS
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
@@ -453,13 +466,23 @@ def token_stats(model_dir: Path, data: Path) -> dict:
     # mlx-lm-lora: groups of 4 sorted by chosen length, both padded to max(chosen, rejected).
     order = sorted(range(len(rows)), key=lambda i: lc[i])
     groups = [order[i : i + BATCH] for i in range(0, len(order) - BATCH + 1, BATCH)]
-    peer_pad = [max(max(lc[i], lr[i]) for i in g) for g in groups]
-    # clo-mlx: groups sorted by max(chosen, rejected), inputs = ids[:-1] padded to 32-buckets.
+    peer_pad = [max(max(lc[i], lr[i]) for i in g) - 1 for g in groups]  # the model sees x[:-1]
+    # clo-mlx: batches of whole units sorted by max(chosen, rejected), as the trainer builds them.
     lens = [max(a, b) for a, b in zip(lc, lr, strict=True)]
-    clo_pad = [
-        bucket_length(max(lens[i] for i in g) - 1, MAX_SEQ)
-        for g in length_sorted_batches(lens, BATCH, full=True)
-    ]
+    batches = length_sorted_batches(lens, BATCH, full=True)
+
+    def clo_passes(micro: int | None) -> list[list[tuple[int, int, int]]]:
+        steps = []
+        for g in batches:
+            padded = bucket_length(max(lens[i] for i in g) - 1, MAX_SEQ)
+            per = micro or max(1, AUTO_MICRO_BATCH_TOKENS // (2 * padded))
+            passes = []
+            for part in np.array_split(np.array(g), -(-len(g) // per)):
+                _, _, mask = collate([ch[i] for i in part] + [rj[i] for i in part], MAX_SEQ)
+                passes.append((mask.shape[0], mask.shape[1], response_start(mask)))
+            steps.append(passes)
+        return steps
+
     return {
         "pairs": len(rows),
         "prompt": float(np.mean([c[1] for c in ch])),
@@ -467,21 +490,28 @@ def token_stats(model_dir: Path, data: Path) -> dict:
         "rejected": float(np.mean([a - r[1] for a, r in zip(lr, rj, strict=True)])),
         "seq": float(np.mean(lc + lr)),
         "tokens_per_pair": float(np.mean([a + b for a, b in zip(lc, lr, strict=True)])),
-        "peer_padded_len": float(np.mean(peer_pad)) - 1,  # the model sees x[:, :-1]
-        "clo_padded_len": float(np.mean(clo_pad)),
+        "peer_padded_len": float(np.mean(peer_pad)),
+        "peer_passes": [[(2 * BATCH, n, 0)] for n in peer_pad],
+        "clo_passes": {str(m): clo_passes(m) for m in micro_sizes},
     }
 
 
-def model_flops_per_token(model_dir: Path, ctx: float) -> float:
-    """Forward matmul FLOPs per token: 2 x (projection + MLP + output-head weights) + attention."""
+def step_matmul_flops(model_dir: Path, steps: list[list[tuple[int, int, int]]]) -> float:
+    """Forward matmul FLOPs of one step, averaged over the steps given as passes of (sequences,
+    padded length, head start): 2 x (projection + MLP weights) + attention over the padded
+    context (not halved) per position, and 2 x the output head's weights per head position."""
     c = json.loads((model_dir / "config.json").read_text())
     h, n, inter = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"]
     hd = h // c["num_attention_heads"]
     kv = c["num_key_value_heads"] * hd
     per_layer = h * h * 2 + 2 * h * kv + 3 * h * inter
-    weights = n * per_layer + c["vocab_size"] * h
-    attention = n * 2 * 2 * h * ctx  # QK^T and AV over the (padded) context, not halved
-    return 2 * weights + attention
+    head = 2 * c["vocab_size"] * h
+    total = 0.0
+    for passes in steps:
+        for seqs, length, start in passes:
+            body = 2 * n * per_layer + n * 2 * 2 * h * length
+            total += seqs * (body * length + head * (length - start))
+    return total / len(steps)
 
 
 # ----------------------------------------------------------------------------- running
@@ -563,7 +593,8 @@ def main() -> None:
     log("building models and data ...")
     models = build_models(work, sizes)
     data = build_data(work, a.pairs)
-    stats = {s: token_stats(models[s], data) for s in sizes}
+    micro_sizes = [None] + [int(m) for m in a.micro_batch.split(",") if m.strip()]
+    stats = {s: token_stats(models[s], data, micro_sizes) for s in sizes}
     load = os.getloadavg()
 
     def ceiling(tag: str) -> dict:
@@ -616,7 +647,7 @@ def main() -> None:
 
     vocab = []
     if not a.no_vocab:
-        for variant in ("naive", "full", "chunked"):
+        for variant in ("naive", "full", "chunked", "skip"):
             log(f"vocab {BIG_VOCAB}: {variant} ...")
             r, rss = run_measured(
                 [clo_python, me, "_vocab", variant, str(a.vocab_seq)],
@@ -669,16 +700,17 @@ def summarize(runs, stats, ceilings, vocab, models, load, env, a) -> dict:
             tps = ntok / sec
             if tool == "mlx-lm-lora":
                 # reference forward + policy forward + policy backward (~ one forward)
-                ctx, passes = st["peer_padded_len"], 3
+                steps, passes = st["peer_passes"], 3
                 first_epoch = tps
             else:
                 # policy forward + backward (+ the forward recomputed under grad checkpointing)
-                ctx, passes = st["clo_padded_len"], 3 if "gc" in tool else 2
+                micro = next((t[2:] for t in tool.split()[1:] if t.startswith("mb")), "None")
+                steps, passes = st["clo_passes"][micro], 3 if "gc" in tool else 2
                 # amortise the one-off reference pass over one epoch of the data
                 prep = statistics.median([r["prepare_s"] for r in rs])
-                steps = st["pairs"] / BATCH
-                first_epoch = st["pairs"] * st["tokens_per_pair"] / (prep + steps * sec)
-            flops = passes * 2 * BATCH * ctx * model_flops_per_token(models[size], ctx)
+                n_steps = st["pairs"] / BATCH
+                first_epoch = st["pairs"] * st["tokens_per_pair"] / (prep + n_steps * sec)
+            flops = passes * step_matmul_flops(models[size], steps)
             gflops = flops / sec / 1e9
             base.setdefault("tps", tps)
             base.setdefault("rss", rss)
@@ -697,7 +729,8 @@ def summarize(runs, stats, ceilings, vocab, models, load, env, a) -> dict:
             f"{size}: {st['pairs']} pairs; mean prompt {st['prompt']:.1f}, chosen {st['chosen']:.1f}, "
             f"rejected {st['rejected']:.1f} tokens; sequence {st['seq']:.1f}; "
             f"{st['tokens_per_pair']:.1f} tokens per pair (chosen + rejected sequence); "
-            f"padded length mlx-lm-lora {st['peer_padded_len']:.1f}, clo-mlx {st['clo_padded_len']:.1f}"
+            f"padded length mlx-lm-lora {st['peer_padded_len']:.1f}; clo-mlx passes per step "
+            f"(sequences, padded length, head start) e.g. {st['clo_passes']['None'][0]}"
         )
     for (tool, size), rs in runs.items():
         r = rs[0]
@@ -720,6 +753,7 @@ def summarize(runs, stats, ceilings, vocab, models, load, env, a) -> dict:
             "naive": "naive full log_softmax",
             "full": "clo-mlx, full logits (chunk 0)",
             "chunked": "clo-mlx, chunked head (auto)",
+            "skip": "clo-mlx, chunked head from the first response position (default)",
         }
         for r in vocab:
             lines.append(
