@@ -451,6 +451,13 @@ def train(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    unit = "sequences" if isinstance(train_data, SequenceData) else "pairs"
+    per_pass = (
+        f"at most {cfg.micro_batch_size} {unit}"
+        if cfg.micro_batch_size
+        else f"automatic, <= {AUTO_MICRO_BATCH_TOKENS:,} padded tokens"
+    )
+    console.print(f"batches of {cfg.batch_size} {unit}; forward/backward passes: {per_pass}")
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("train", total=cfg.iters, completed=start_step, info="")
         if start_step == 0:
