@@ -199,10 +199,12 @@ def micro_batches(
     n_parts = -(-len(idx) // micro_batch_pairs(data, idx, cfg))
     parts = [data.batch(part.tolist(), cfg.max_seq_length) for part in np.array_split(idx, n_parts)]
     if isinstance(data, PairData):
-        # NLL tokens: response tokens of the chosen sequences that the NLL term covers.
-        tokens = sum((p[2][: len(p[3])].sum(axis=-1) * p[5]).sum() for p in parts)
+        # NLL tokens: response tokens of the chosen sequences (first P rows) the NLL term covers.
+        tokens = sum(
+            (mask[: len(nll_w)].sum(axis=-1) * nll_w).sum() for _, _, mask, _, _, nll_w, _ in parts
+        )
     else:
-        tokens = sum(p[2].sum() for p in parts)
+        tokens = sum(mask.sum() for _, _, mask, _ in parts)
     return parts, mx.stack([mx.array(float(len(idx))), mx.maximum(tokens, 1.0)])
 
 
