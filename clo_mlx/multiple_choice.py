@@ -26,11 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
-from .batching import collate, length_sorted_batches, response_start
-from .reference import make_logp_fn
+from .batching import length_sorted_batches
+from .reference import collated_logps, make_logp_fn
 from .tokens import encode_pair
 
 # COPA's two question types, asked after the premise in the item's language.
@@ -240,11 +239,7 @@ def score_choices(
     lp = np.zeros(len(seqs), np.float64)
     nt = np.zeros(len(seqs), np.int64)
     for idx in length_sorted_batches([len(s[0]) for s in seqs], batch_size):
-        inputs, targets, mask = collate([seqs[j] for j in idx], max_seq_length)
-        logps, ntok = logp_fn(
-            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
-        )
-        lp[idx], nt[idx] = np.array(logps), np.array(ntok)
+        lp[idx], nt[idx] = collated_logps(logp_fn, [seqs[j] for j in idx], max_seq_length)
         if progress is not None:
             progress(len(idx))
     model.train(was_training)

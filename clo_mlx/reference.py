@@ -36,6 +36,17 @@ def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
     return logp_fn
 
 
+def collated_logps(
+    logp_fn, seqs: list[tuple[list[int], int]], max_seq_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(summed response log-probs, token counts) of (ids, response start) sequences, one batch."""
+    inputs, targets, mask = collate(seqs, max_seq_length)
+    logps, ntok = logp_fn(
+        mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+    )
+    return np.array(logps), np.array(ntok)
+
+
 def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
     return [max(len(e.chosen), len(e.rejected)) for e in encoded]
 
@@ -62,11 +73,7 @@ def score_pairs(
     for idx in length_sorted_batches(pair_lengths(encoded), batch_size):
         seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
         seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
-        inputs, targets, mask = collate(seqs, max_seq_length)
-        logps, ntok = logp_fn(
-            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
-        )
-        logps, ntok = np.array(logps), np.array(ntok)
+        logps, ntok = collated_logps(logp_fn, seqs, max_seq_length)
         P = len(idx)
         out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:P], logps[P:]
         out["chosen_tokens"][idx], out["rejected_tokens"][idx] = ntok[:P], ntok[P:]

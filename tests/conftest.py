@@ -61,6 +61,32 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 TEXTS = DEFAULT_TEXT + EN_PROMPTS + EN_ANSWERS + SW_PROMPTS + SW_ANSWERS
 
 
+def train_config(model: Path, data: Path, out: Path, **overrides):
+    """A TrainConfig for `model` and `data` writing adapters to out/ad and the cache to out/cache."""
+    from clo_mlx.config import build_config
+
+    paths = {"adapter_path": str(out / "ad"), "cache_dir": str(out / "cache")}
+    return build_config(overrides={"model": str(model), "data": str(data), **paths, **overrides})
+
+
+def set_random_trainable(model, seed: int, std: float = 0.3, suffix: str = "") -> None:
+    """Replace the trainable tensors whose names end with `suffix` by N(0, std) draws."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    rng = np.random.default_rng(seed)
+    model.update(
+        tree_unflatten(
+            [
+                (k, mx.array(rng.normal(0, std, v.shape).astype(np.float32)))
+                for k, v in tree_flatten(model.trainable_parameters())
+                if k.endswith(suffix)
+            ]
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), "llama", texts=TEXTS, seed=1)

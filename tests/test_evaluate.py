@@ -8,8 +8,8 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import parallel_rows, write_jsonl
-from mlx.utils import tree_flatten, tree_unflatten
+from conftest import parallel_rows, set_random_trainable, write_jsonl
+from mlx.utils import tree_flatten
 from mlx_lm import load
 
 from clo_mlx.data import load_pairs
@@ -54,15 +54,7 @@ def adapter_dir(tiny_llama, tmp_path_factory):
     model, _ = load(str(tiny_llama))
     cfg = build_config(overrides={"lora_parameters": {"rank": 4, "scale": 10.0}})
     apply_trainable(model, cfg)
-    rng = np.random.default_rng(3)
-    model.update(
-        tree_unflatten(
-            [
-                (k, mx.array(rng.normal(0, 0.3, v.shape).astype(np.float32)))
-                for k, v in tree_flatten(model.trainable_parameters())
-            ]
-        )
-    )
+    set_random_trainable(model, seed=3)
     save_adapters(model, out, cfg)
     return out
 
@@ -278,16 +270,7 @@ def test_strip_adapters_removes_dora_layers(tiny_llama, tmp_path):
     before = np_response_logp(model, ids, start)[0]
     cfg = build_config(overrides={"fine_tune_type": "dora", "lora_parameters": {"rank": 2}})
     apply_trainable(model, cfg)
-    rng = np.random.default_rng(0)
-    model.update(
-        tree_unflatten(
-            [
-                (k, mx.array(rng.normal(0, 0.3, v.shape).astype(np.float32)))
-                for k, v in tree_flatten(model.trainable_parameters())
-                if k.endswith("lora_b")
-            ]
-        )
-    )
+    set_random_trainable(model, seed=0, suffix="lora_b")
     save_adapters(model, tmp_path / "dora", cfg)
     fresh, _ = load(str(tiny_llama))
     load_adapters(fresh, str(tmp_path / "dora"))

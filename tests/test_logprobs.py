@@ -65,31 +65,37 @@ def test_batched_compiled_matches_per_sequence(arch, request):
         np.testing.assert_allclose(scores["rejected_logp"][i], ref_r, rtol=1e-4)
 
 
-def test_chunked_head_equals_full_in_values_and_gradients(tiny_llama):
+def lora_llama(path, noisy: str):
+    """The tiny Llama with LoRA on q/v, frozen base; `noisy` (q_proj or v_proj) gets a non-zero
+    lora_b, so gradients reach lora_a too."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    model, tok = load(str(tiny_llama))
+    model, tok = load(str(path))
     model.freeze()
-    linear_to_lora_layers(
-        model,
-        -1,
-        {
-            "rank": 4,
-            "scale": 10.0,
-            "dropout": 0.0,
-            "keys": ["self_attn.q_proj", "self_attn.v_proj"],
-        },
-    )
-    for layer in model.layers:  # non-zero lora_b, so gradients reach lora_a too
-        layer.self_attn.q_proj.lora_b = mx.random.normal(layer.self_attn.q_proj.lora_b.shape) * 0.1
+    keys = ["self_attn.q_proj", "self_attn.v_proj"]
+    linear_to_lora_layers(model, -1, {"rank": 4, "scale": 10.0, "dropout": 0.0, "keys": keys})
+    for layer in model.layers:
+        proj = getattr(layer.self_attn, noisy)
+        proj.lora_b = mx.random.normal(proj.lora_b.shape) * 0.1
+    return model, tok
+
+
+def logp_value_and_grad(model, inputs, targets, mask, chunk, start=0):
+    """Value and gradients of the summed response log-probs."""
+
+    def f(m):
+        return sequence_logps(m, inputs, targets, mask, chunk, start=start)[0].sum()
+
+    return nn.value_and_grad(model, f)(model)
+
+
+def test_chunked_head_equals_full_in_values_and_gradients(tiny_llama):
+    model, tok = lora_llama(tiny_llama, "q_proj")
     seqs = [encode_pair(tok, p.prompt, p.chosen) for p in PAIRS]
     inputs, targets, mask = (mx.array(a) for a in collate(seqs, 512))
 
     def grads(chunk):
-        def f(m):
-            return sequence_logps(m, inputs, targets, mask, chunk)[0].sum()
-
-        return nn.value_and_grad(model, f)(model)
+        return logp_value_and_grad(model, inputs, targets, mask, chunk)
 
     (v_full, g_full), (v_chunk, g_chunk) = grads(0), grads(5)
     assert v_full.item() == pytest.approx(v_chunk.item(), rel=1e-5)
@@ -136,24 +142,9 @@ def test_against_transformers(arch, request):
 def test_head_skipping_prompt_positions_changes_nothing(tiny_llama):
     """Starting the output head at the first response position (rounded down) gives the same
     log-probs and gradients as running it over every position, with and without chunks."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
     from clo_mlx.batching import response_start
 
-    model, tok = load(str(tiny_llama))
-    model.freeze()
-    linear_to_lora_layers(
-        model,
-        -1,
-        {
-            "rank": 4,
-            "scale": 10.0,
-            "dropout": 0.0,
-            "keys": ["self_attn.q_proj", "self_attn.v_proj"],
-        },
-    )
-    for layer in model.layers:
-        layer.self_attn.v_proj.lora_b = mx.random.normal(layer.self_attn.v_proj.lora_b.shape) * 0.1
+    model, tok = lora_llama(tiny_llama, "v_proj")
     long_prompt = " ".join(p.prompt for p in PAIRS)
     seqs = [encode_pair(tok, long_prompt + " " + p.prompt, p.chosen) for p in PAIRS]
     arrays = collate(seqs, 512)
@@ -162,10 +153,7 @@ def test_head_skipping_prompt_positions_changes_nothing(tiny_llama):
     inputs, targets, mask = (mx.array(a) for a in arrays)
 
     def grads(chunk, start):
-        def f(m):
-            return sequence_logps(m, inputs, targets, mask, chunk, start=start)[0].sum()
-
-        return nn.value_and_grad(model, f)(model)
+        return logp_value_and_grad(model, inputs, targets, mask, chunk, start)
 
     v0, g0 = grads(0, 0)
     for chunk in (0, 3):

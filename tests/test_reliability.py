@@ -9,7 +9,7 @@ import time
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import parallel_rows, write_jsonl
+from conftest import parallel_rows, train_config, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -133,23 +133,20 @@ def test_atomic_save_survives_kill_9(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_adapters(tiny_llama, parallel_data, tmp_path):
-    cfg = build_config(
-        overrides={
-            "model": str(tiny_llama),
-            "data": str(parallel_data),
-            "adapter_path": str(tmp_path / "a"),
-            "cache_dir": str(tmp_path / "c"),
-            "iters": 6,
-            "batch_size": 4,
-            "save_every": 1,
-            "steps_per_report": 1,
-            "learning_rate": 1e30,
-            "optimizer": "sgd",
-        }
+    cfg = train_config(
+        tiny_llama,
+        parallel_data,
+        tmp_path,
+        iters=6,
+        batch_size=4,
+        save_every=1,
+        steps_per_report=1,
+        learning_rate=1e30,
+        optimizer="sgd",
     )
     with pytest.raises(NonFiniteLoss, match=r"at step \d"):
         run_training(cfg)
-    saved = mx.load(str(tmp_path / "a" / "adapters.safetensors"))
+    saved = mx.load(str(tmp_path / "ad" / "adapters.safetensors"))
     assert all(bool(mx.isfinite(v).all()) for v in saved.values())
 
     skip = build_config(
@@ -168,6 +165,21 @@ GOOD = parallel_rows(1)[0]
 
 def _cli(args, cwd=None):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def _cli_train(model, data, adapters, *extra):
+    return _cli(
+        [
+            "train",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--adapter-path",
+            str(adapters),
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,17 +205,7 @@ def _cli(args, cwd=None):
 def test_bad_data_is_reported_with_file_line_field(tiny_llama, tmp_path, content, expected):
     data = tmp_path / "d.jsonl"
     data.write_bytes(content + b"\n")
-    run = _cli(
-        [
-            "train",
-            "--model",
-            str(tiny_llama),
-            "--data",
-            str(data),
-            "--adapter-path",
-            str(tmp_path / "a"),
-        ]
-    )
+    run = _cli_train(tiny_llama, data, tmp_path / "a")
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert f"{data}{expected}" in run.stderr
     assert not (tmp_path / "a").exists()  # nothing started
@@ -237,16 +239,7 @@ def test_bad_config_model_and_adapters_are_reported(tiny_llama, parallel_data, t
         tmp_path / "narrow", texts=TEXTS, hidden_size=32, num_heads=2, num_kv_heads=1
     )
     shallow = build_tiny_model(tmp_path / "shallow", texts=TEXTS, num_layers=1)
-    train_cfg = build_config(
-        overrides={
-            "model": str(tiny_llama),
-            "data": str(parallel_data),
-            "adapter_path": str(tmp_path / "ad"),
-            "cache_dir": str(tmp_path / "c"),
-            "iters": 1,
-            "batch_size": 4,
-        }
-    )
+    train_cfg = train_config(tiny_llama, parallel_data, tmp_path, iters=1, batch_size=4)
     run_training(train_cfg)
     out = tmp_path / "s.jsonl"
     run = _cli(
@@ -284,24 +277,18 @@ def test_too_long_rows_are_counted_and_reported(tiny_llama, tmp_path):
     rows[0]["prompt_en"] = "Name three colours. " * 40
     rows[1]["response_tgt"] = "Nyekundu. " * 80
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    run = _cli(
-        [
-            "train",
-            "--model",
-            str(tiny_llama),
-            "--data",
-            str(data),
-            "--adapter-path",
-            str(tmp_path / "a"),
-            "--iters",
-            "1",
-            "--batch-size",
-            "2",
-            "--max-seq-length",
-            "64",
-            "--cache-dir",
-            str(tmp_path / "c"),
-        ]
+    run = _cli_train(
+        tiny_llama,
+        data,
+        tmp_path / "a",
+        "--iters",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-seq-length",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "c"),
     )
     assert run.returncode == 0, run.stderr[-2000:]
     err = " ".join(run.stderr.split())

@@ -6,19 +6,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import parallel_rows, write_jsonl
+from conftest import parallel_rows, train_config, write_jsonl
 
-from clo_mlx.config import build_config
 from clo_mlx.run import attach_adapters, prepare, run_training
 from clo_mlx.trainer import PairData, SequenceData
 
 
 def cfg_for(model, data, tmp_path, **over):
     base = {
-        "model": str(model),
-        "data": str(data),
-        "adapter_path": str(tmp_path / "ad"),
-        "cache_dir": str(tmp_path / "cache"),
         "batch_size": 8,
         "iters": 16,
         "learning_rate": 3e-3,
@@ -28,7 +23,7 @@ def cfg_for(model, data, tmp_path, **over):
         "save_every": 8,
         "lora_parameters": {"rank": 4, "scale": 10.0},
     }
-    return build_config(overrides={**base, **over})
+    return train_config(model, data, tmp_path, **{**base, **over})
 
 
 def test_clo_run_lowers_loss_and_raises_reward_accuracy(learnable_llama, parallel_data, tmp_path):
