@@ -25,8 +25,13 @@ from .errors import CloError
 from .io import atomic_save_safetensors, atomic_write_json
 
 KEEP = 2  # checkpoints kept on disk
-# Keys that may change between a run and its resumption (more steps, other reporting).
+# Keys that may change between a run and its resumption: more steps, other reporting, and the
+# memory knobs, which change how a step is computed but not its result (e.g. a smaller
+# micro_batch_size after running out of memory).
 RESUMABLE_CHANGES = {
+    "micro_batch_size",
+    "grad_checkpoint",
+    "logprob_chunk_size",
     "iters",
     "steps_per_report",
     "steps_per_eval",

@@ -132,6 +132,18 @@ def test_atomic_save_survives_kill_9(tmp_path):
     assert all(name.startswith(".w.") for name in leftovers)  # temp files, never the target
 
 
+def test_resume_accepts_memory_knobs_and_refuses_changes_to_the_math():
+    from clo_mlx.checkpoint import config_differences
+    from clo_mlx.config import TrainConfig
+
+    saved = TrainConfig().to_dict()
+    memory_only = TrainConfig(micro_batch_size=1, grad_checkpoint=True, logprob_chunk_size=8)
+    assert config_differences(saved, memory_only) == []
+    assert config_differences(saved, TrainConfig(learning_rate=2e-5)) == [
+        "learning_rate: 1e-05 -> 2e-05"
+    ]
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_adapters(tiny_llama, parallel_data, tmp_path):
     cfg = train_config(
         tiny_llama,
