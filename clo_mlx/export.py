@@ -25,9 +25,13 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from rich.console import Console
 
-from clo_mlx.adapters import ADAPTER_FILE as ADAPTER_WEIGHTS
-from clo_mlx.adapters import CONFIG_FILE as ADAPTER_CONFIG
-from clo_mlx.adapters import AdapterError, load_adapters_checked, read_adapter_config
+from clo_mlx.adapters import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    AdapterError,
+    load_adapters_checked,
+    read_adapter_config,
+)
 from clo_mlx.fuse import atomic_output_dir, fuse_modules, resolve_model
 
 SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
@@ -176,7 +180,7 @@ def export_peft(
     kind = acfg.get("fine_tune_type", "lora")
     if kind == "full":
         raise AdapterError(
-            f"{adapter_path / ADAPTER_CONFIG}: fine_tune_type is 'full': {ADAPTER_WEIGHTS} holds "
+            f"{adapter_path / CONFIG_FILE}: fine_tune_type is 'full': {ADAPTER_FILE} holds "
             "full weights, not LoRA matrices, so there is no PEFT adapter to export; "
             "use `clo-mlx export-hf --fused` to export the whole model"
         )
@@ -196,7 +200,7 @@ def export_peft(
     tensors = {}
     for name, m in modules.items():
         if m.lora_a.shape[1] != rank or m.scale != scale:
-            raise AdapterError(f"{name}: rank/scale differ from {adapter_path / ADAPTER_CONFIG}")
+            raise AdapterError(f"{name}: rank/scale differ from {adapter_path / CONFIG_FILE}")
         prefix = PEFT_PREFIX + name
         tensors[prefix + ".lora_A.weight"] = mx.contiguous(m.lora_a.T)
         tensors[prefix + ".lora_B.weight"] = mx.contiguous(m.lora_b.T)
@@ -459,7 +463,7 @@ def import_peft(
     }
     with atomic_output_dir(output, overwrite, protect=(peft_dir, model_path)) as tmp:
         mx.eval(tensors)
-        mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), tensors, metadata={"format": "mlx"})
-        (tmp / ADAPTER_CONFIG).write_text(json.dumps(mlx_config, indent=2) + "\n")
+        mx.save_safetensors(str(tmp / ADAPTER_FILE), tensors, metadata={"format": "mlx"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(mlx_config, indent=2) + "\n")
         load_adapters_checked(model, tmp)  # shapes must fit the model; errors name the tensor
     return Path(output)

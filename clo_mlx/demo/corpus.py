@@ -13,11 +13,11 @@ demo base model was pretrained on.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Callable
 from pathlib import Path
 
+from clo_mlx.io import atomic_write_text
 from clo_mlx.langid import detect_language
 
 LANG = "sw"
@@ -583,12 +583,8 @@ def generate_rows(
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Write rows as JSONL atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """Write rows as JSONL atomically (temp file, fsync, rename)."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def split_rows(

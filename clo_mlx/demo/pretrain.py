@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clo_mlx.demo.corpus import split_rows
+from clo_mlx.io import atomic_save_safetensors, atomic_write_json
 from clo_mlx.tiny import CHATML_TEMPLATE, build_tiny_model
 
 MODEL_CONFIG = dict(
@@ -68,13 +68,9 @@ def tokenizer_texts(texts: list[str]) -> list[str]:
 
 
 def _save_model(model, path: Path) -> None:
-    import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    weights = dict(tree_flatten(model.parameters()))
-    tmp = path.with_suffix(".tmp.safetensors")
-    mx.save_safetensors(str(tmp), weights, metadata={"format": "pt"})
-    os.replace(tmp, path)
+    atomic_save_safetensors(path, dict(tree_flatten(model.parameters())), {"format": "pt"})
 
 
 def pretrain(
@@ -170,12 +166,8 @@ def pretrain(
     def save_ckpt(i: int) -> None:
         ckpt.mkdir(parents=True, exist_ok=True)
         _save_model(model, ckpt / "model.safetensors")
-        opt = dict(tree_flatten(optimizer.state))
-        mx.save_safetensors(str(ckpt / "optimizer.tmp.safetensors"), opt)
-        os.replace(ckpt / "optimizer.tmp.safetensors", ckpt / "optimizer.safetensors")
-        tmp = ckpt / "state.json.tmp"
-        tmp.write_text(json.dumps({"step": i}))
-        os.replace(tmp, ckpt / "state.json")
+        atomic_save_safetensors(ckpt / "optimizer.safetensors", dict(tree_flatten(optimizer.state)))
+        atomic_write_json(ckpt / "state.json", {"step": i})
 
     losses: list[float] = []
     t0 = time.time()

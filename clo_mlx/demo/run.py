@@ -17,6 +17,7 @@ from pathlib import Path
 from clo_mlx.config import merge_overrides
 from clo_mlx.demo import DEMO_MODEL
 from clo_mlx.demo.corpus import LANG, read_jsonl, split_rows, write_jsonl
+from clo_mlx.io import atomic_write_json
 
 CORPUS_SEED = 0  # the shipped model was pretrained on this seed's `pretrain` split
 CORPUS_VERSION = 2
@@ -72,9 +73,7 @@ def prepare_demo_data(
     splits["train"] = splits["train"][:train_rows]
     for split, rows in splits.items():
         write_jsonl(data_dir / f"{split}.jsonl", rows)
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(want))
-    os.replace(tmp, manifest)
+    atomic_write_json(manifest, want)
     return data_dir
 
 
@@ -250,9 +249,7 @@ def run_demo(
             for b, a in zip(before[lang]["samples"], after[lang]["samples"], strict=True)
         ],
     )  # fmt: skip
-    tmp = adapter_dir / "demo_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    os.replace(tmp, adapter_dir / "demo_summary.json")
+    atomic_write_json(adapter_dir / "demo_summary.json", summary)
 
     _print_report(console, summary)
     return {
