@@ -133,25 +133,34 @@ def lock_folder(folder: str | Path, what: str = "clo-mlx") -> Iterator[Path]:
     """Hold an exclusive lock on `folder` (created if needed) for the duration of the block.
 
     A second process gets a LockedError naming the holder's pid. The lock is an flock on
-    `folder/.clo-mlx.lock`, so it is released when its holder exits, even after kill -9.
+    `folder/.clo-mlx.lock`, so it is released when its holder exits, even after kill -9; the file
+    is removed when the block ends.
     """
     import fcntl
 
     folder = ensure_folder(folder)
     path = folder / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise _write_error(path, e) from None
-    try:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise _write_error(path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise LockedError(
                 f"{folder}: in use by another {what} (pid {holder}); wait for it to finish, or "
                 "choose another adapter_path"
             ) from None
+        try:  # the holder before us may have removed the file we opened: lock the current one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -159,4 +168,5 @@ def lock_folder(folder: str | Path, what: str = "clo-mlx") -> Iterator[Path]:
             raise _write_error(path, e) from None
         yield path
     finally:
-        os.close(fd)  # releases the flock
+        Path(path).unlink(missing_ok=True)  # while still locked
+        os.close(fd)
