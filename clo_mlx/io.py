@@ -111,17 +111,18 @@ def append_jsonl(path: str | Path, rows: list[dict]) -> None:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files atomic_write leaves behind when its process is killed.
+    """Delete the temporary files (and checkpoint folders) a killed writer leaves behind.
 
     Call only while holding the folder's lock (see `lock_folder`): another writer's temporary
     file would be removed too.
     """
+    import shutil
+
     folder = Path(folder)
     removed = []
     for p in folder.glob(f".*{TMP_MARK}*") if folder.is_dir() else []:
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            removed.append(p)
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
 
 
