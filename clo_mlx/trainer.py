@@ -246,7 +246,7 @@ def build_optimizer(cfg: TrainConfig) -> optim.Optimizer:
 def spread_batches(n_batches: int, num: int, seed: int) -> list[int]:
     """`num` of `n_batches` length-sorted batches, one from each of `num` equal length strata
     (at a position fixed by the seed), so a partial validation covers short and long rows."""
-    if num == -1 or num >= n_batches:
+    if num < 0 or num >= n_batches:  # -1: all
         return list(range(n_batches))
     rng = np.random.default_rng([seed, n_batches, num])
     edges = np.linspace(0, n_batches, num + 1).round().astype(int)
