@@ -166,7 +166,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--calibrate", action="store_true", help="rewrite the shipped band table")
-    ap.add_argument("--examples", type=int, default=0, help="print N rejected references per language")
+    ap.add_argument(
+        "--examples", type=int, default=0, help="print N rejected references per language"
+    )
     args = ap.parse_args()
     pairs = load_pairs(args.data)
     if args.calibrate:
@@ -184,11 +186,17 @@ def main() -> None:
         length_bands.cache_clear()
     report = evaluate(pairs["held"], args.examples)
     kinds = ("truncated", "untranslated", "repeated", "changed_number", "dropped_number")
-    print("| lang | good rejected (all held-out) | NTREX only | by reason | " + " | ".join(kinds) + " |")
+    print(
+        "| lang | good rejected (all held-out) | NTREX only | by reason | "
+        + " | ".join(kinds)
+        + " |"
+    )
     print("|---|---|---|---|" + "---|" * len(kinds))
     for lang, r in report.items():
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["by_reason"].items()))
-        cells = [f"{c:.1%} (n={n})" if c is not None else "-" for c, n in (r["caught"][k] for k in kinds)]
+        cells = [
+            f"{c:.1%} (n={n})" if c is not None else "-" for c, n in (r["caught"][k] for k in kinds)
+        ]
         print(
             f"| {lang} | {r['good_rejected']:.1%} (n={r['n']}) | {r['good_rejected_ntrex']:.1%} | "
             f"{reasons} | " + " | ".join(cells) + " |"

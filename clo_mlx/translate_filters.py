@@ -21,7 +21,6 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -264,7 +263,10 @@ _TIME = re.compile(
 )
 _DECADE = re.compile(r"(?:\b|')(\d{2,4})['’]?s\b")
 _TOKEN = re.compile(r"[^\W\d_]+")
-_CARDINALS = {**{w: i for i, w in enumerate(_UNITS)}, **{w: 20 + 10 * i for i, w in enumerate(_TENS)}}
+_CARDINALS = {
+    **{w: i for i, w in enumerate(_UNITS)},
+    **{w: 20 + 10 * i for i, w in enumerate(_TENS)},
+}
 _MULTIPLIERS = {"hundred": 100.0, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
 
 
@@ -437,7 +439,7 @@ _NUM_SIMPLE = r"\d+(?:[.,]\d{3})*(?:[.,]\d+)?"
 _COMPOUND = re.compile(
     rf"(?:(?:{_NUM_SIMPLE})?\s?[十百千천백万萬亿億만억조]\s?)+(?:{_NUM_SIMPLE})?(?![\d])"
 )
-_TIME_LIKE = re.compile(r"(?<![\d.,])(\d{1,2})[:.h](\d{2})(?![\d.,])")
+_TIME_LIKE = re.compile(r"(?<![\d])(?<![\d][.,])(\d{1,2})[:.h](\d{2})(?![\d]|[.,]\d)")
 _YO_SPELLED = re.compile(
     r"^[mk]?\w*(?:din|dil|kanla|ejila|etala|erinla|edogun|ogun|ogoji|aadota|ogota|ogorin|"
     r"aadorun|ogorun|egberun)\w*$"
@@ -450,8 +452,10 @@ def _compound_value(s: str) -> float:
         num, unit = m.group(1), m.group(2)
         if not num and not unit:
             continue
-        n = max(_readings(num)) if num and re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", num) else (
-            float(num.replace(",", ".")) if num else None
+        n = (
+            max(_readings(num))
+            if num and re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", num)
+            else (float(num.replace(",", ".")) if num else None)
         )
         if unit in _SMALL_UNITS:
             section += (n if n is not None else 1) * _SMALL_UNITS[unit]
@@ -487,7 +491,8 @@ def target_numbers(text: str, lang: str) -> Numbers:
     for m in _NUM.finditer(text):
         tok = m.group(1)
         after = text[m.end() : m.end() + 1]
-        scale = _TGT_SCALES.get(after) or _TGT_SCALES.get(_next_word(text, m.end()))
+        unit = text[m.end() :].lstrip()[:1]  # 1100 万
+        scale = _TGT_SCALES.get(unit) or _TGT_SCALES.get(_next_word(text, m.end()))
         before = _TGT_SCALES.get(_prev_word(text, m.start()))
         vals = _scaled(_scaled(_readings(tok), scale), before)
         if tok.isdigit() and len(tok) == 2 and after in "年년'":  # 90年代, '90s
@@ -572,12 +577,3 @@ def check_pair(src: str, tgt: str, lang: str, filters: Filters | None = None) ->
     if bad is None and filters.numbers:
         bad = check_numbers(src, tgt, lang)
     return bad
-
-
-def reason_counts(verdicts: Iterable[tuple[str, str] | None]) -> dict[str, int]:
-    """Counts per reason, every known reason present."""
-    counts = dict.fromkeys(REASONS, 0)
-    for v in verdicts:
-        if v is not None:
-            counts[v[0]] = counts.get(v[0], 0) + 1
-    return counts
