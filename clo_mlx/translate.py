@@ -183,6 +183,9 @@ _PROTECT = re.compile(
 _LINE = re.compile(r"^(\s*(?:(?:[-*+•]|\d+[.)]|#{1,6}|>)\s+)*)(.*?)(\s*)$", re.S)
 _SENT_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*\s+")
 _ABBREV = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "approx"}
+_TITLE_END = re.compile(
+    r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|Sen|Rep|Gov|Gen|Lt|Col|Capt|Cpt|Sgt|Rev|Hon|Pres|Adm|Maj|Cmdr|Fr)\.\s*$"
+)
 _PLACEHOLDER = "[[{}]]"
 _PLACEHOLDER_RE = re.compile(r"\[\s*\[\s*(\d+)\s*\]\s*\]")
 
@@ -198,7 +201,7 @@ def needs_translation(text: str) -> bool:
     return any(c.isalpha() for c in _PROTECT.sub(" ", text))
 
 
-def _split_sentences(text: str, max_chars: int) -> list[str]:
+def _regex_sentences(text: str) -> list[str]:
     parts, start = [], 0
     for m in _SENT_END.finditer(text):
         before = text[start : m.start()].split()
@@ -210,6 +213,36 @@ def _split_sentences(text: str, max_chars: int) -> list[str]:
         start = m.end()
     if start < len(text):
         parts.append(text[start:])
+    return parts
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of one line of prose, as slices of it (`"".join` gives `text` back).
+
+    sentencex finds the boundaries (it knows "U.S. Sen. Warren" is one sentence), except after
+    a title that only ever precedes a name ("Dr. Who"); its pieces are located in `text` rather
+    than used as they are, so no character can change. Should a piece not be found, the line
+    falls back to a plain punctuation rule.
+    """
+    from sentencex import segment
+
+    starts, pos = [0], 0
+    for seg in segment("en", text):
+        core = seg.strip()
+        if not core:
+            continue
+        k = text.find(core, pos)
+        if k < 0:
+            return _regex_sentences(text)
+        if k > 0 and k not in starts and not _TITLE_END.search(text, 0, k):
+            starts.append(k)
+        pos = k + len(core)
+    # a piece starts where its sentence does; the whitespace before it stays with the previous
+    return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True) if text[a:b]]
+
+
+def _split_sentences(text: str, max_chars: int) -> list[str]:
+    parts = sentences(text)
     out = []
     for p in parts:  # overlong sentences: cut at clause breaks, then at spaces
         while len(p) > max_chars:
