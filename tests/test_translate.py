@@ -393,6 +393,12 @@ def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     )
     assert sum(summary["reasons"].values()) == len(rejected)
     assert "kept" in res.output
+    # decoding settings: the flag, else the checkpoint (no generation_config.json), else defaults
+    assert summary["generation"]["num_beams"] == {"value": 2, "from": "flag"}
+    assert summary["generation"]["length_penalty"] == {"value": 1.0, "from": "default"}
+    assert "num_beams=2 (flag)" in res.output
+    report = Path(summary["report_file"]).read_text()
+    assert all(r["id"] in report for r in rejected)
     # a second run has nothing left to do
     res = CliRunner().invoke(app, args)
     assert (
