@@ -71,6 +71,13 @@ def train(
     skip_nonfinite: bool | None = typer.Option(
         None, "--skip-nonfinite/--no-skip-nonfinite", help="Skip batches with a NaN/inf loss."
     ),
+    report_to: str | None = typer.Option(
+        None, help="Experiment trackers, comma-separated: wandb, swanlab, tensorboard."
+    ),
+    project_name: str | None = typer.Option(None, help="Tracker project (default clo-mlx)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print every metric of each report and evaluation."
+    ),
     compare_sft: bool = typer.Option(
         False, help="Demo only: also run SFT on the same rows and compare."
     ),
@@ -112,6 +119,8 @@ def train(
         "resume": resume,
         "reference_adapter_path": reference_adapter_path,
         "skip_nonfinite": skip_nonfinite,
+        "report_to": report_to,
+        "project_name": project_name,
     }
     for key, sub in nested.items():
         given = {k: v for k, v in sub.items() if v is not None}
@@ -123,9 +132,9 @@ def train(
 
         demo_overrides = {k: v for k, v in overrides.items() if v is not None}
         if compare_sft:
-            run_demo_comparison(**demo_overrides)
+            run_demo_comparison(verbose=verbose, **demo_overrides)
         else:
-            run_demo(**demo_overrides)
+            run_demo(verbose=verbose, **demo_overrides)
         return
     cfg = build_config(config, overrides)
-    run_training(cfg)
+    run_training(cfg, verbose=verbose)

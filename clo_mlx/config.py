@@ -81,6 +81,8 @@ class TrainConfig:
     test_batches: int = -1
     clear_cache_threshold: int = 0
     trust_remote_code: bool = False
+    report_to: str | None = None  # mlx-lm's key: comma-separated wandb, swanlab, tensorboard
+    project_name: str | None = None  # tracker project (default clo-mlx)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,6 +194,12 @@ def _validate(cfg: dict, where: str) -> None:
     keys = cfg["lora_parameters"]["keys"]
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"{where}: lora_parameters.keys must be a non-empty list of module paths")
+    from .reporting import parse_report_to
+
+    try:
+        parse_report_to(cfg["report_to"], f"{where}: report_to")
+    except CloError as e:
+        raise ConfigError(str(e)) from None
 
 
 def merge_overrides(base: dict, updates: dict) -> dict:

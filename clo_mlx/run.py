@@ -18,6 +18,7 @@ from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
 from .models import file_fingerprint, load_model, model_fingerprint
 from .reference import reference_logps
+from .reporting import eval_line, final_metrics, make_trackers
 from .tokens import EncodedPair, TruncationReport, encode_pairs
 from .trainer import (
     PairData,
@@ -162,8 +163,12 @@ def attach_adapters(model, cfg: TrainConfig, console=None) -> None:
     )
 
 
-def run_training(cfg: TrainConfig, console=None, **train_kwargs) -> tuple[Prepared, TrainResult]:
-    """The whole run: prepare, attach adapters, train, and evaluate on test when asked."""
+def run_training(
+    cfg: TrainConfig, console=None, verbose: bool = False, **train_kwargs
+) -> tuple[Prepared, TrainResult]:
+    """The whole run: prepare, attach adapters, train, and evaluate on test when asked.
+
+    Trackers (cfg.report_to) get the config, train and eval metrics and the final eval table."""
     console = console or _console()
     prep = prepare(cfg, console=console)
     attach_adapters(prep.model, cfg, console)
@@ -173,12 +178,21 @@ def run_training(cfg: TrainConfig, console=None, **train_kwargs) -> tuple[Prepar
         start = load_checkpoint(cfg.adapter_path, prep.model, optimizer, cfg)
         console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
         train_kwargs.update(start_step=start, optimizer=optimizer)
-    result = train(prep.model, cfg, prep.train, prep.valid, console=console, **train_kwargs)
+    trackers = make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
+    result = train(
+        prep.model, cfg, prep.train, prep.valid, console=console, training_callback=trackers,
+        verbose=verbose, **train_kwargs,
+    )  # fmt: skip
     if prep.test is not None:
         from .trainer import evaluate
 
         metrics = evaluate(prep.model, prep.test, cfg, cfg.test_batches)
-        console.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        result.evals.append({"step": cfg.iters, **{f"test/{k}": v for k, v in metrics.items()}})
+        record = {"step": cfg.iters, **{f"test/{k}": v for k, v in metrics.items()}}
+        console.print(eval_line(record, verbose, split="test"), highlight=False)
+        result.evals.append(record)
+        if trackers is not None:
+            trackers.on_val_loss_report({"iteration": cfg.iters, **record})
+    if trackers is not None:
+        trackers.on_run_end(final_metrics(result.evals))
     console.print(f"adapters saved to {cfg.adapter_path}")
     return prep, result
