@@ -216,3 +216,28 @@ def test_doctor_reports_backend_and_blas(tmp_path):
             assert lines["blas"].endswith("[reference (slow)]")
     elif sys.platform == "darwin":
         assert lines["blas"] == "Accelerate (macOS)"
+
+
+def test_only_computing_commands_look_for_a_blas():
+    from cli.main import computes
+
+    assert not computes([]) and not computes(["--help"]) and not computes(["train", "--help"])
+    assert not computes(["data", "oasst", "--input", "x"])
+    assert computes(["train", "--config", "c.yaml"]) and computes(["doctor"])
+
+
+@LINUX_ONLY
+def test_the_openblas_line_is_shown_once_and_never_for_help(tmp_path):
+    cli = ["-c", "from cli.main import main; main()"]
+    for args in (["--help"], ["train", "--help"]):
+        proc = _run([*cli, *args], tmp_path)
+        assert proc.returncode == 0 and "BLAS" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "clo-mlx" / "blas-probe.json").exists()  # no probe ran
+    if _real_decision().action != "reexec":
+        pytest.skip("no OpenBLAS to re-execute with on this machine")
+    doctor = [*cli, "doctor", "--matmul-size", "64"]
+    first, second = _run(doctor, tmp_path), _run(doctor, tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stderr.count("using OpenBLAS") == 1
+    assert "using OpenBLAS" not in second.stderr
+    assert "[optimized]" in second.stdout  # still re-executed with it
