@@ -21,6 +21,7 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Importing a command module registers its commands on `app`.
+    import cli.data_cmd  # noqa: F401
     import cli.doctor_cmd  # noqa: F401
     import cli.eval_cmd  # noqa: F401
     import cli.generate_cmd  # noqa: F401
