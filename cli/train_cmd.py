@@ -19,7 +19,15 @@ def train(
         None, help="Local model folder (HF layout) or a cached HF repo id."
     ),
     data: str | None = typer.Option(
-        None, help="JSONL file, or folder with train/valid/test.jsonl."
+        None,
+        help="JSONL file, folder with train/valid/test.jsonl, or a Hugging Face dataset "
+        "(parquet/arrow file, save_to_disk folder, or a dataset id in the local HF cache).",
+    ),
+    split: str | None = typer.Option(
+        None, help="Hugging Face data: the split to train on (default: train, validation, test)."
+    ),
+    columns: str | None = typer.Option(
+        None, help="Hugging Face data: column names, e.g. prompt=question,chosen=better."
     ),
     adapter_path: str | None = typer.Option(
         None, help="Where adapters, checkpoints and metrics go."
@@ -84,6 +92,7 @@ def train(
 ) -> None:
     """Train adapters with CLO (default), SFT or DPO. No arguments: the built-in offline demo."""
     from clo_mlx.config import build_config
+    from clo_mlx.hf_data import parse_columns
     from clo_mlx.run import run_training
 
     nested = {
@@ -119,6 +128,8 @@ def train(
         "resume": resume,
         "reference_adapter_path": reference_adapter_path,
         "skip_nonfinite": skip_nonfinite,
+        "data_split": split,
+        "data_columns": parse_columns(columns) or None,
         "report_to": report_to,
         "project_name": project_name,
     }

@@ -46,6 +46,8 @@ def _default_clo() -> dict:
 class TrainConfig:
     model: str | None = None
     data: str | None = None
+    data_split: str | None = None  # Hugging Face data: the split to train on (default: splits)
+    data_columns: dict | None = None  # Hugging Face data: {name clo-mlx reads: column}
     train: bool = True
     fine_tune_type: str = "lora"
     num_layers: int = -1  # -1: all layers (the paper adapts attention in every layer)

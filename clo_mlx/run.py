@@ -87,7 +87,7 @@ def prepare(
     if splits is None:
         if cfg.data is None:
             raise ConfigError("no data given (set `data` in the config or pass --data)")
-        splits = load_splits(cfg.data)
+        splits = load_splits(cfg.data, cfg.data_split, cfg.data_columns)
     ref_adapters = cfg.reference_adapter_path
     if ref_adapters and model is not None:
         raise ConfigError("reference_adapter_path needs the model given by path (`model`)")

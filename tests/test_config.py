@@ -52,6 +52,8 @@ NON_DEFAULT = {
     "trust_remote_code": True,
     "report_to": "tensorboard",
     "project_name": "my-project",
+    "data_split": "train_sft",
+    "data_columns": {"prompt": "question"},
 }
 
 
