@@ -58,7 +58,9 @@ def is_hf_source(source: str | Path) -> bool:
             return True
         if (p / "train.jsonl").is_file():
             return False
-        return any(f.suffix in FILE_BUILDERS for f in p.rglob("*") if f.is_file())
+        # A dataset repo keeps its files at the top or one folder down (data/train-*.parquet).
+        files = [*p.glob("*"), *p.glob("*/*")]
+        return any(f.suffix in FILE_BUILDERS and f.is_file() for f in files)
     return bool(_ID.match(str(source))) and not str(source).endswith(".jsonl")
 
 

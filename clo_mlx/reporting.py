@@ -290,7 +290,13 @@ def make_trackers(
         return None
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     project = project_name or "clo-mlx"
-    return Trackers([TRACKERS[n](project, str(log_dir), config) for n in names])
+    trackers = []
+    for name in names:
+        try:
+            trackers.append(TRACKERS[name](project, str(log_dir), config))
+        except Exception as e:  # e.g. wandb online without a login
+            raise CloError(f"report_to: {name} could not start: {e}") from e
+    return Trackers(trackers)
 
 
 def final_metrics(evals: list[dict]) -> dict[str, float]:

@@ -170,6 +170,8 @@ def run_training(
 
     Trackers (cfg.report_to) get the config, train and eval metrics and the final eval table."""
     console = console or _console()
+    # Trackers start first: a login problem shows before the long reference pass.
+    trackers = make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
     prep = prepare(cfg, console=console)
     attach_adapters(prep.model, cfg, console)
     np.random.seed(cfg.seed)
@@ -178,7 +180,6 @@ def run_training(
         start = load_checkpoint(cfg.adapter_path, prep.model, optimizer, cfg)
         console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
         train_kwargs.update(start_step=start, optimizer=optimizer)
-    trackers = make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
     result = train(
         prep.model, cfg, prep.train, prep.valid, console=console, training_callback=trackers,
         verbose=verbose, **train_kwargs,
