@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import parallel_rows, write_jsonl
 
@@ -149,3 +151,39 @@ def test_jsonl_inputs_are_not_read_with_datasets(tmp_path):
     assert not hf_data.is_hf_source(path) and not hf_data.is_hf_source(path.parent)
     with pytest.raises(DataError, match="apply to Hugging Face datasets"):
         load_splits(path, split="train")
+
+
+def test_cli_translate_and_train_take_hf_datasets(tmp_path, tiny_llama):
+    pytest.importorskip("transformers", reason="the tiny M2M100 is built with transformers")
+    from typer.testing import CliRunner
+
+    from cli.main import _register_commands, app
+    from clo_mlx.m2m100 import build_tiny_m2m100
+
+    _register_commands()
+    src = tmp_path / "sft.parquet"
+    datasets.Dataset.from_list(SFT).to_parquet(str(src))
+    out = tmp_path / "sw.jsonl"
+    args = ["translate", "--source", str(src), "--columns", "prompt=question,response=answer"]
+    args += ["--lang", "sw", "--output", str(out), "--no-progress", "--max-new-tokens", "8"]
+    args += ["--model", str(build_tiny_m2m100(tmp_path / "m2m", seed=0))]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "sw.summary.json").read_text())
+    assert summary["rows"] == len(SFT)
+
+    folder = tmp_path / "saved"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(parallel_rows(4)),
+            "validation": datasets.Dataset.from_list(parallel_rows(2)),
+        }
+    ).save_to_disk(str(folder))
+    args = ["train", "--model", str(tiny_llama), "--data", str(folder), "--iters", "2"]
+    args += ["--batch-size", "4", "--adapter-path", str(tmp_path / "ad")]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--steps-per-report", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    metrics = [json.loads(x) for x in (tmp_path / "ad" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["type"] == "train"] == [1, 2]
+    assert any("val/loss" in m for m in metrics)  # the validation split was used
