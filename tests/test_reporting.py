@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,8 @@ def _wandb_records(path: Path) -> list:
         if length == 0 and kind == 0:
             pos += left  # zero padding to the end of the block
             continue
+        if pos + 7 + length > len(data):
+            break  # still being written
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
@@ -183,8 +186,16 @@ def test_wandb_offline_run_files_read_back(tiny_llama, tmp_path, monkeypatch):
     metrics = _run(tiny_llama, tmp_path, "wandb")
     runs = list((tmp_path / "ad" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
+    # wandb-core may still be writing the file when finish() returns (seen on a loaded machine):
+    # the run file is complete once its exit record is in it.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        records = _wandb_records(runs[0])
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.5)
     history, config, summary = [], {}, {}
-    for rec in _wandb_records(runs[0]):
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history.append(_items(rec.history.item))
