@@ -86,6 +86,9 @@ def train(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Print every metric of each report and evaluation."
     ),
+    overwrite: bool = typer.Option(
+        False, help="Replace an earlier run in adapter_path (default: refuse)."
+    ),
     compare_sft: bool = typer.Option(
         False, help="Demo only: also run SFT on the same rows and compare."
     ),
@@ -148,4 +151,4 @@ def train(
             run_demo(verbose=verbose, **demo_overrides)
         return
     cfg = build_config(config, overrides)
-    run_training(cfg, verbose=verbose)
+    run_training(cfg, overwrite=overwrite, verbose=verbose)

@@ -201,12 +201,13 @@ class SwanLabTracker(Tracker):
 
 
 class TensorBoardTracker(Tracker):
-    """Event files under `<log_dir>/tensorboard` (tensorboard's own writer; no TensorFlow)."""
+    """Event files under `<log_dir>/tensorboard/<start time>` (one TensorBoard run per training
+    run; tensorboard's own writer, no TensorFlow)."""
 
     def __init__(self, project_name: str, log_dir: str, config: dict):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self.dir = Path(log_dir) / "tensorboard"
+        self.dir = Path(log_dir) / "tensorboard" / time.strftime("%Y%m%d-%H%M%S")
         self.writer = EventFileWriter(str(self.dir))
         self._text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
 

@@ -125,7 +125,8 @@ def test_tensorboard_event_files_read_back(tiny_llama, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     metrics = _run(tiny_llama, tmp_path, "tensorboard")
-    acc = EventAccumulator(str(tmp_path / "ad" / "tensorboard"))
+    (run,) = (tmp_path / "ad" / "tensorboard").iterdir()  # one folder per training run
+    acc = EventAccumulator(str(run))
     acc.Reload()
     train = [m for m in metrics if m["type"] == "train"]
     evals = [m for m in metrics if m["type"] == "eval"]
