@@ -203,7 +203,11 @@ def _validate(cfg: dict, where: str) -> None:
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"{where}: lora_parameters.keys must be a non-empty list of module paths")
     # `not x > 0` also catches NaN, which every ordered comparison lets through.
-    for name in ("clo.beta", "learning_rate", "lora_parameters.scale"):
+    if not (cfg["learning_rate"] >= 0 and math.isfinite(cfg["learning_rate"])):
+        raise ConfigError(
+            f"{where}: learning_rate must be a finite number >= 0, got {cfg['learning_rate']}"
+        )
+    for name in ("clo.beta", "lora_parameters.scale"):
         parent, _, child = name.partition(".")
         value = cfg[parent][child] if child else cfg[parent]
         if not (value > 0 and math.isfinite(value)):

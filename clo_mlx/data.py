@@ -113,6 +113,12 @@ def _require_text(obj: dict, field: str, where: str) -> str:
         raise DataError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DataError(f"{where}: field {field!r} is empty")
+    check_unicode(value, field, where)
+    return value
+
+
+def check_unicode(value: str, field: str, where: str) -> None:
+    """Refuse a lone surrogate ("\\ud800" is valid JSON, but no tokenizer takes it)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -120,7 +126,6 @@ def _require_text(obj: dict, field: str, where: str) -> str:
             f"{where}: field {field!r} is not valid Unicode text (lone surrogate "
             f"{value[e.start]!r} at character {e.start})"
         ) from None
-    return value
 
 
 def _check_field_names(obj: dict, fields: tuple[str, ...], where: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .adapters import apply_trainable, count_parameters, load_weights_into
+from .adapters import apply_trainable, check_trainable, count_parameters, load_weights_into
 from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
@@ -99,6 +99,7 @@ def prepare(
             dtype=cfg.dtype,
             trust_remote_code=cfg.trust_remote_code,
         )
+    check_trainable(model, cfg)  # before the (long) reference pass
     model_id = model_fingerprint(cfg.model) if cfg.model else f"in-memory-{id(model)}"
     if ref_adapters:
         model_id += "+" + file_fingerprint(Path(ref_adapters) / "adapters.safetensors")

@@ -109,8 +109,8 @@ def test_cli_beats_yaml_beats_default(tmp_path):
         ("optimizer_config: {adam: {}, eps: 1.0e-6}\n", "mixes optimizer names ['adam']"),
         ("num_layers: 0\n", "num_layers must be >= 1 (the last N layers) or -1 (all), got 0"),
         ("num_layers: -2\n", "num_layers must be >= 1 (the last N layers) or -1 (all), got -2"),
-        ("learning_rate: -1.0e-5\n", "learning_rate must be a positive finite number"),
-        ("learning_rate: .nan\n", "learning_rate must be a positive finite number, got nan"),
+        ("learning_rate: -1.0e-5\n", "learning_rate must be a finite number >= 0"),
+        ("learning_rate: .nan\n", "learning_rate must be a finite number >= 0, got nan"),
         ("clo: {beta: .nan}\n", "clo.beta must be a positive finite number, got nan"),
         ("val_batches: -3\n", "val_batches must be >= 1 or -1 (all), got -3"),
         ("val_batches: 0\n", "val_batches must be >= 1 or -1 (all), got 0"),
@@ -252,7 +252,7 @@ def test_bad_values_via_the_cli_exit_2_before_any_work(tmp_path):
     for flags, message in [
         (["--lora-dropout", "1.5"], "lora_parameters.dropout must be in [0, 1)"),
         (["--num-layers", "0"], "num_layers must be >= 1"),
-        (["--learning-rate", "-0.1"], "learning_rate must be a positive finite number"),
+        (["--learning-rate", "-0.1"], "learning_rate must be a finite number >= 0"),
         (["--val-batches", "-3"], "val_batches must be >= 1 or -1"),
     ]:
         run = subprocess.run([*cli, *base, *flags], capture_output=True, text=True)
