@@ -60,9 +60,8 @@ def check_trainable(model: nn.Module, cfg: TrainConfig) -> None:
     if cfg.fine_tune_type == "full":
         return
     rank, keys = cfg.lora_parameters["rank"], cfg.lora_parameters["keys"]
-    modules = [(n, m) for n, m in layers[0].named_modules() if n in keys] if layers else []
-    modules += [(n, m) for n, m in model.named_modules() if n in keys]
-    for name, module in modules:
+    found = {**dict(model.named_modules()), **(dict(layers[0].named_modules()) if layers else {})}
+    for name, module in ((k, found[k]) for k in keys if k in found):
         module = getattr(module, "linear", module)  # already a LoRA layer (reference adapters)
         if not isinstance(module, (nn.Linear, nn.QuantizedLinear)):
             continue
