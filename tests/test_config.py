@@ -259,3 +259,16 @@ def test_bad_values_via_the_cli_exit_2_before_any_work(tmp_path):
         assert run.returncode == 2, run.stderr[-2000:]
         assert f"command line: {message}" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_yaml_reads_1e_5_as_a_float_everywhere(tmp_path):
+    """PyYAML reads `1e-5` as a string; inside lr_schedule.arguments (the presets' form) that
+    string used to reach the optimizer and fail at the first update."""
+    from clo_mlx.trainer import build_optimizer
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr_schedule: {name: cosine_decay, arguments: [1e-5, 100], warmup: 10}\n")
+    cfg = build_config(path)
+    assert cfg.lr_schedule["arguments"] == [1e-5, 100]
+    schedule = build_optimizer(cfg).learning_rate  # mlx's schedule, at step 0 of warmup
+    assert float(schedule) == 0.0
