@@ -266,3 +266,19 @@ def test_sweep_cli_sizes_with_a_dot_above_one_exit_2(tmp_path, monkeypatch, caps
     code, err = run_cli(args, monkeypatch, capsys)
     assert code == 2 and "sizes: 1.5 is neither a fraction" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_lora_rank_too_large_fails_before_measuring_fidelity(
+    parallel_data, tmp_path, monkeypatch, capsys
+):
+    import clo_mlx.demo.run
+    import clo_mlx.fidelity
+
+    write_jsonl(parallel_data / "test.jsonl", parallel_rows(60))  # the demo reads 60 prompts
+    monkeypatch.setattr(clo_mlx.demo.run, "prepare_demo_data", lambda **kw: parallel_data)
+    forbid(monkeypatch, clo_mlx.fidelity, "language_fidelity")
+    args = ["train", "--lora-rank", "100000", "--adapter-path", str(tmp_path / "a")]
+    code, err = run_cli(args, monkeypatch, capsys)
+    # The demo model: hidden size 128, 4 heads of 32, so q_proj is 128 -> 128.
+    assert code == 2
+    assert "lora_parameters.rank=100000 is larger than self_attn.q_proj (128 -> 128)" in err
