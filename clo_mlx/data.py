@@ -9,8 +9,8 @@ Two row formats (one per file):
 `data` may be a JSONL file or a folder with train.jsonl / valid.jsonl / test.jsonl (as mlx-lm).
 Every problem is reported as `file:line: field ...` before any long work starts. Refused: a key
 given twice in one object, a field name one typo away from a known one (`respons_tgt`), the same
-`id` on two rows, text that is not valid Unicode (lone surrogates such as "\\ud800"). Other extra
-fields are ignored. Rows whose chosen and rejected texts are identical carry no preference
+`id` on two rows of one `lang`, text that is not valid Unicode (a lone surrogate, "\\ud800").
+Other extra fields are ignored. Rows whose chosen and rejected texts are identical carry no preference
 signal: they are kept (their NLL term still counts) and reported as a warning with their lines.
 """
 
@@ -154,7 +154,7 @@ def load_rows(path: str | Path) -> tuple[str, list[dict]]:
         )
     fields = PARALLEL_FIELDS if fmt == "parallel" else PREFERENCE_FIELDS
     rows = []
-    ids: dict[str, int] = {}
+    ids: dict[tuple[str, str], int] = {}
     same: list[int] = []
     for lineno, obj in lines:
         where = f"{path}:{lineno}"
@@ -171,9 +171,12 @@ def load_rows(path: str | Path) -> tuple[str, list[dict]]:
             rid = obj["id"]
             if not isinstance(rid, (str, int)) or isinstance(rid, bool):
                 raise DataError(f"{where}: field 'id' must be a string or an integer")
-            if str(rid) in ids:
-                raise DataError(f"{where}: duplicate id {rid!r} (first on line {ids[str(rid)]})")
-            ids[str(rid)] = lineno
+            # One English row translated into several languages keeps its id in each.
+            key = (str(rid), row.get("lang", ""))
+            if key in ids:
+                lang = f" for lang {key[1]!r}" if key[1] else ""
+                raise DataError(f"{where}: duplicate id {rid!r}{lang} (first on line {ids[key]})")
+            ids[key] = lineno
             row["id"] = rid
         chosen, rejected = ("response_en", "response_tgt") if fmt == "parallel" else fields[1:]
         if row[chosen] == row[rejected]:

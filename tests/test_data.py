@@ -121,11 +121,17 @@ def test_duplicate_ids_name_both_lines(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(DataError) as e:
         load_pairs(path)
-    assert str(e.value) == f"{path}:3: duplicate id 0 (first on line 1)"
+    assert str(e.value) == f"{path}:3: duplicate id 0 for lang 'sw' (first on line 1)"
     rows[2]["id"] = "0"  # the same id as text: ids are compared as written by `translate`
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(DataError, match="duplicate id '0'"):
         load_pairs(path)
+    # One English row translated into two languages keeps its id in both.
+    rows[2]["lang"] = "de"
+    assert len(load_pairs(write_jsonl(tmp_path / "d.jsonl", rows))) == 6
+    pref = [{"id": 1, "prompt": "p", "chosen": "a", "rejected": "b"}] * 2
+    with pytest.raises(DataError, match=r"p.jsonl:2: duplicate id 1 \(first on line 1\)"):
+        load_pairs(write_jsonl(tmp_path / "p.jsonl", pref))
 
 
 def test_other_extra_fields_are_ignored(tmp_path):
