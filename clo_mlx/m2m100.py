@@ -339,6 +339,40 @@ def load_model(path: str | Path, dtype: str | None = None) -> M2M100:
     return model
 
 
+GENERATION_DEFAULTS = {"num_beams": 1, "max_new_tokens": 256, "length_penalty": 1.0, "early_stopping": False}  # fmt: skip
+
+
+def generation_settings(path: str | Path, **flags) -> dict[str, dict]:
+    """Decoding settings as `{name: {"value", "from"}}`: a flag that is not None, else the
+    checkpoint's `generation_config.json` (else the same keys in `config.json`, as transformers
+    reads old checkpoints), else `GENERATION_DEFAULTS`.
+
+    `max_length` there counts the decoder start token, so it gives max_new_tokens = max_length - 1.
+    """
+    path = Path(path)
+    stored, origin = {}, None
+    for name in ("generation_config.json", "config.json"):
+        f = path / name
+        if f.is_file():
+            cfg = json.loads(f.read_text())
+            keys = ("num_beams", "max_new_tokens", "max_length", "length_penalty", "early_stopping")
+            stored = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+            if stored:
+                origin = name
+                break
+    if "max_new_tokens" not in stored and "max_length" in stored:
+        stored["max_new_tokens"] = int(stored["max_length"]) - 1
+    out = {}
+    for key, default in GENERATION_DEFAULTS.items():
+        if flags.get(key) is not None:
+            out[key] = {"value": flags[key], "from": "flag"}
+        elif key in stored:
+            out[key] = {"value": stored[key], "from": origin}
+        else:
+            out[key] = {"value": default, "from": "default"}
+    return out
+
+
 class Translator:
     """An M2M100/NLLB model with its tokenizer and language codes, translating text lists."""
 
@@ -394,6 +428,8 @@ class Translator:
         batch_size: int = 16,
         max_new_tokens: int = 256,
         num_beams: int = 1,
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
     ) -> list[str]:
         """Translate `texts`, batching sentences of similar length together."""
         if not texts:
@@ -410,6 +446,8 @@ class Translator:
                 forced_bos_token_id=forced,
                 max_new_tokens=max_new_tokens,
                 num_beams=num_beams,
+                length_penalty=length_penalty,
+                early_stopping=early_stopping,
             )
             for i, seq in zip(chunk, seqs, strict=True):
                 out[i] = self.decode(seq[2:])
