@@ -204,3 +204,29 @@ def test_generation_config_is_the_default(tiny, tmp_path):
     assert ours == _trim(ref.tolist()), name
     greedy = generate(tr.model, tr.encode(TEXTS), forced_bos_token_id=forced, max_new_tokens=13)
     assert greedy != ours  # the stored beam settings made a difference
+
+
+def test_beam_sources_that_are_done_leave_the_batch(tiny, monkeypatch):
+    import clo_mlx.m2m100 as m2m
+
+    name, _, hf, tr = tiny
+    forced = tr.lang_token_id("sw")
+    texts = TEXTS + ["Red.", "Say hello to a friend today, please, and then say it again."]
+    rows, select = [], m2m.DecoderState.select
+
+    def counting(self, r, cross_rows=None):
+        rows.append(r.shape[0])
+        return select(self, r, cross_rows)
+
+    monkeypatch.setattr(m2m.DecoderState, "select", counting)
+    ours = generate(
+        tr.model, tr.encode(texts), forced_bos_token_id=forced, max_new_tokens=30,
+        num_beams=3, early_stopping=True,
+    )  # fmt: skip
+    with torch.no_grad():
+        ref = hf.generate(
+            **_hf_batch(tr, texts), forced_bos_token_id=forced, max_new_tokens=30,
+            num_beams=3, early_stopping=True, do_sample=False,
+        )  # fmt: skip
+    assert ours == _trim(ref.tolist()), name
+    assert rows[0] == 3 * len(texts) and min(rows) < rows[0], rows  # some left early

@@ -290,6 +290,8 @@ def _bad(tmp_path, kind):
     if kind == "adapter_path is a file":
         ad.write_text("x")
         return {}
+    if kind == "adapter_path cannot be created":
+        return {"adapter_path": os.devnull + "/ad"}  # under a file: no folder can be made there
     if kind == "num_layers too large":
         return {"num_layers": 99}
     if kind == "unknown key":
@@ -317,6 +319,7 @@ def _bad(tmp_path, kind):
     "kind,message",
     [
         ("adapter_path is a file", "exists and is not a folder"),
+        ("adapter_path cannot be created", "/ad: cannot write"),
         ("num_layers too large", "num_layers=99 but the model has only 2 layers"),
         ("unknown key", "match no module"),
         ("resume without checkpoint", "no complete checkpoint"),
@@ -330,6 +333,21 @@ def test_errors_come_before_the_reference_pass(tiny_llama, parallel_data, tmp_pa
     with pytest.raises(CloError, match=message):
         run_training(cfg, console=quiet()[0])
     assert not (tmp_path / "cache").exists(), "the reference pass ran before the error"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_adapter_folder_fails_before_the_reference_pass(
+    tiny_llama, parallel_data, tmp_path
+):
+    folder = tmp_path / "ad"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(WriteError, match=rf"{folder}.*cannot write"):
+            run_training(cfg_for(tiny_llama, parallel_data, tmp_path), console=quiet()[0])
+    finally:
+        folder.chmod(0o755)
+    assert not (tmp_path / "cache").exists()
 
 
 # ----------------------------------------------------------------------------- accumulation
