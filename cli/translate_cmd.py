@@ -55,6 +55,10 @@ def translate(
     check_numbers: bool = typer.Option(
         True, "--check-numbers/--no-check-numbers", help="Reject rows whose numbers changed."
     ),
+    min_logprob: float | None = typer.Option(
+        None,
+        help="m2m100: reject rows whose translator's mean token log-prob is below this (off by default; not calibrated).",
+    ),
     limit: int | None = typer.Option(None, help="Translate only the first N rows."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -113,14 +117,16 @@ def translate(
             fn = make_m2m100(
                 model, lang, batch_size, max_new_tokens, beams, model_lang, dtype,
                 length_penalty=length_penalty, early_stopping=early_stopping,
+                with_scores=min_logprob is not None,
             )  # fmt: skip
         else:
             fn = make_llm(model, lang, batch_size, max_new_tokens or 256)
     except (DataError, ValueError, FileNotFoundError) as e:
         fail(e)
     filters = Filters(
-        min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers
-    )
+        min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers,
+        min_logprob=min_logprob,
+    )  # fmt: skip
     try:
         summary = translate_file(
             source, output, lang, fn, batch_size=batch_size, filters=filters,

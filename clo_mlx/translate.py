@@ -29,7 +29,7 @@ from .io import atomic_write_json, atomic_write_text
 from .langid import check_language
 from .translate_filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
 
-TranslateFn = Callable[[list[str]], list[str]]
+TranslateFn = Callable[[list[str]], list[str] | list[tuple[str, float]]]
 OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
 
 # ---------------------------------------------------------------------------- JSONL files
@@ -392,7 +392,9 @@ def translate_rows(
     outputs = translate_fn(unique) if unique else []
     if len(outputs) != len(unique):
         raise RuntimeError(f"translator returned {len(outputs)} texts for {len(unique)} inputs")
-    done = dict(zip(unique, outputs, strict=True))
+    # A translator may return (text, mean token log-prob) pairs: the confidence check uses them.
+    scores = {u: o[1] for u, o in zip(unique, outputs, strict=True) if isinstance(o, tuple)}
+    done = {u: o[0] if isinstance(o, tuple) else o for u, o in zip(unique, outputs, strict=True)}
     results = []
     for row, (fp, fr) in zip(rows, prepared, strict=True):
         out = {
@@ -414,6 +416,10 @@ def translate_rows(
                 verdict = (problem, f"{name}: {detail}")
             if verdict is None and f.masked:
                 bad = check_field(src, tgt, lang, filters)
+                if bad is None and filters.min_logprob is not None:
+                    low = min((scores[m] for _, m, _ in f.masked if m in scores), default=None)
+                    if low is not None and low < filters.min_logprob:
+                        bad = ("low_confidence", f"mean token log-prob {low:.2f} < {filters.min_logprob}")  # fmt: skip
                 if bad is not None:
                     verdict = (bad[0], f"{name}: {bad[1]}")
         results.append((out, verdict))
