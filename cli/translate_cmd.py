@@ -118,7 +118,7 @@ def translate(
 
     try:
         # Input files first: a bad row must not wait for the model to load.
-        read_sft(source)
+        read_sft(source, split, columns)
         for path in (output, *side_paths(output)[:1]):
             read_finished(path, lang)
         if backend == "m2m100":

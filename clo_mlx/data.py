@@ -236,7 +236,7 @@ def load_splits(
 
     if hf_data.is_hf_source(data):
         return {
-            name: rows_to_pairs(*load_rows(label, lines))
+            name: rows_to_pairs(*load_rows(label, lines), source=label)
             for name, (label, lines) in hf_data.training_splits(data, split, columns).items()
         }
     if split is not None or columns:
