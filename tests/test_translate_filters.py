@@ -50,6 +50,11 @@ LEGIT = [
     ("It was twenty-five years ago.", "Es war vor 25 Jahren.", "de"),
     ("On Monday, 30 September.", "Pada hari Senin, 30 September.", "id"),
     ("There were 12 of them.", "有十二个。", "zh"),
+    ("It was 385 miles away, at 80 degrees.", "Es war 620 km entfernt, bei 27 °C.", "de"),
+    ("The attack was at 7 a.m.", "Der Angriff war um 7:00 Uhr.", "de"),
+    ("The man, 32, was held.", "Ọkùnrin ẹni ọdún méjìlélọ́gbọ̀n náà wà ní àhámọ́.", "yo"),
+    ("Fifty-eight percent said no.", "58 Prozent sagten nein.", "de"),
+    ("It rose from 1.7 million four years ago.", "4년 전의 170만보다 증가했다.", "ko"),
 ]
 BROKEN = [
     # (English, translation, lang): a number changed or dropped
@@ -60,6 +65,9 @@ BROKEN = [
     ("He scored 27 points in 2019.", "Alifunga pointi 27.", "sw"),
     ("The vote is in January.", "投票在2月举行。", "zh"),
     ("He paid $375,000.", "그는 38만 5,000달러를 지불했다.", "ko"),
+    ("It was 385 miles away.", "Es war 720 km entfernt.", "de"),
+    ("Fifty-eight percent said no.", "50 Prozent sagten nein.", "de"),
+    ("We met at 6 a.m.", "Wir trafen uns um 0 Uhr.", "de"),  # Swahili clock only for sw
 ]
 
 
