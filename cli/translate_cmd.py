@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -67,7 +68,7 @@ def translate(
 
     from clo_mlx.data import DataError
     from clo_mlx.langid import check_language as check_code
-    from clo_mlx.translate import Filters, translate_file
+    from clo_mlx.translate import Filters, read_finished, read_sft, side_paths, translate_file
     from clo_mlx.translate_backends import make_llm, make_m2m100
 
     if backend not in ("m2m100", "llm"):
@@ -81,18 +82,47 @@ def translate(
         raise typer.BadParameter(str(e), param_hint="--lang") from e
     if not source.is_file():
         raise typer.BadParameter(f"{source}: no such file", param_hint="--source")
+    if lang == "en":
+        raise typer.BadParameter(
+            "names the target language; it cannot be 'en'", param_hint="--lang"
+        )
+    if output.is_dir():
+        raise typer.BadParameter(
+            f"{output}: is a folder; give the JSONL file to write", param_hint="--output"
+        )
     if not (model / "config.json").is_file():
         raise typer.BadParameter(
             f"{model}: not a model folder (no config.json)", param_hint="--model"
         )
-    if backend == "m2m100":
-        fn = make_m2m100(
-            model, lang, batch_size, max_new_tokens, beams, model_lang, dtype,
-            length_penalty=length_penalty, early_stopping=early_stopping,
-            with_scores=min_logprob is not None,
-        )  # fmt: skip
-    else:
-        fn = make_llm(model, lang, batch_size, max_new_tokens or 256)
+    try:
+        model_type = json.loads((model / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise typer.BadParameter(f"{model / 'config.json'}: not a JSON object ({e})") from None
+    if backend == "llm" and model_type == "m2m_100":
+        raise typer.BadParameter(
+            f"{model} is an M2M100/NLLB translation model; use --backend m2m100",
+            param_hint="--model",
+        )
+
+    def fail(e: Exception) -> None:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from e
+
+    try:
+        # Input files first: a bad row must not wait for the model to load.
+        read_sft(source)
+        for path in (output, *side_paths(output)[:1]):
+            read_finished(path, lang)
+        if backend == "m2m100":
+            fn = make_m2m100(
+                model, lang, batch_size, max_new_tokens, beams, model_lang, dtype,
+                length_penalty=length_penalty, early_stopping=early_stopping,
+                with_scores=min_logprob is not None,
+            )  # fmt: skip
+        else:
+            fn = make_llm(model, lang, batch_size, max_new_tokens or 256)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(e)
     filters = Filters(
         min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers,
         min_logprob=min_logprob,
@@ -104,8 +134,7 @@ def translate(
             generation=getattr(fn, "settings", None),
         )  # fmt: skip
     except (DataError, ValueError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(1) from e
+        fail(e)
     table = Table(title=f"translate -> {summary['lang']}")
     table.add_column("rows")
     table.add_column("count", justify="right")

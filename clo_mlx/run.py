@@ -19,12 +19,11 @@ import numpy as np
 from .adapters import (
     ADAPTER_FILE,
     CONFIG_FILE,
-    _check_keys,
     apply_trainable,
+    check_trainable_fits,
     count_parameters,
     load_arrays_into,
     load_weights_into,
-    selected_layers,
 )
 from .checkpoint import checkpoint_root, load_checkpoint, resumable_checkpoint
 from .config import ConfigError, TrainConfig
@@ -145,6 +144,7 @@ def prepare(
         # A model given in memory may differ from any files (a cast, attached adapters, e.g. a
         # sweep's previous stage): key its reference log-probs on its actual tensors.
         model_id = "weights-" + weights_digest(model)
+    check_trainable_fits(model, cfg)  # keys, layers, LoRA rank: before the reference pass
     if preflight is not None:
         preflight(model)
     if ref_adapters:
@@ -250,9 +250,8 @@ def shallow_copy(model):
 def check_trainable(model, cfg: TrainConfig, resume_from: dict | None, where: Path | None) -> None:
     """Fail now, not after the reference pass, if the adapters cannot be set up as configured:
     layers and keys, and whether `resume_adapter_file` or the checkpoint fits (checked on a copy
-    of the model that shares its weights, which stays untouched)."""
-    _check_keys(model, cfg.lora_parameters["keys"])
-    selected_layers(model, cfg.num_layers)
+    of the model that shares its weights, which stays untouched). Keys, layers and the LoRA rank
+    were checked by `prepare` (adapters.check_trainable_fits)."""
     if cfg.resume_adapter_file is None and resume_from is None:
         return
     probe = shallow_copy(model)

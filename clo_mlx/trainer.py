@@ -29,7 +29,7 @@ from .batching import (
     response_start,
 )
 from .checkpoint import save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, optimizer_kwargs
 from .errors import CloError
 from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
@@ -237,7 +237,7 @@ def build_optimizer(cfg: TrainConfig) -> optim.Optimizer:
         "sgd": optim.SGD,
         "adafactor": optim.Adafactor,
     }[cfg.optimizer]
-    return cls(learning_rate=lr, **cfg.optimizer_config)
+    return cls(learning_rate=lr, **optimizer_kwargs(cfg.optimizer, cfg.optimizer_config))
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DataError, read_jsonl
+from .data import DataError, check_unicode, read_jsonl
 from .io import atomic_write_json, atomic_write_text
 from .langid import check_language
 from .translate_filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
@@ -111,6 +111,7 @@ def _text(obj: dict, key: str, where: str, allow_empty: bool = False) -> str:
         raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise DataError(f"{where}: field {key!r} is empty")
+    check_unicode(value, key, where)
     return value
 
 
