@@ -491,6 +491,18 @@ def _compound_value(s: str) -> float:
     return total + section
 
 
+_SW_TENS = "kumi|ishirini|thelathini|arobaini|hamsini|sitini|sabini|themanini|tisini"
+_SW_COMPOUND = re.compile(rf"\b(?:(?P<tens>{_SW_TENS})\s+na|(?P<scale>mia|elfu))\s+(?P<unit>\w+)")
+
+
+def _sw_unit(word: str) -> float | None:
+    units = TARGET_WORDS["sw"]
+    for key in (word, word[2:], word[1:]):  # noun-class prefixes: wawili, mbili, matatu
+        if key in units and units[key] < 10:
+            return float(units[key])
+    return None
+
+
 def target_numbers(text: str, lang: str) -> Numbers:
     """Numbers of a translation: digits (each must be explained) and number words."""
     text = _norm_digits(text)
@@ -530,6 +542,13 @@ def target_numbers(text: str, lang: str) -> Numbers:
             optional |= {float(_CJK_DIGITS[c]) for c in m.group(0) if c in _CJK_DIGITS}
     words = TARGET_WORDS.get(lang, {})
     unknown = 0
+    if lang == "sw":  # kumi na mbili = 12, mia mbili = 200, elfu tatu = 3000
+        for m in _SW_COMPOUND.finditer(text.casefold()):
+            unit = _sw_unit(m.group("unit"))
+            if unit is not None and m.group("tens"):
+                optional.add(words[m.group("tens")] + unit)
+            elif unit is not None:
+                optional.add(words[m.group("scale")] * unit)
     for w in re.findall(r"(?:[^\W\d_]|[\u0300-\u036f])+(?:-[^\W\d_]+)?", text):
         key = _strip_marks(w.casefold()) if lang == "yo" else w.casefold()
         if key in words:

@@ -42,6 +42,8 @@ LEGIT = [
     ("We met at 5.30pm.", "Kami bertemu pukul 17.30.", "id"),
     ("She ate three eggs.", "她吃了3个鸡蛋。", "zh"),
     ("She ate 3 eggs.", "Alikula mayai matatu.", "sw"),
+    ("What is 12 plus 30?", "Kumi na mbili jumlisha thelathini ni ngapi?", "sw"),
+    ("It has 200 rooms.", "Ina vyumba mia mbili.", "sw"),
     ("It cost 1,000 dollars and 3.5 cents.", "Es kostete 1.000 Dollar und 3,5 Cent.", "de"),
     ("It raised $1.5 million.", "筹集了150万美元。", "zh"),
     ("It raised £120 million a year.", "연간 1억 2천만 파운드를 모았다.", "ko"),
@@ -68,6 +70,7 @@ BROKEN = [
     ("It was 385 miles away.", "Es war 720 km entfernt.", "de"),
     ("Fifty-eight percent said no.", "50 Prozent sagten nein.", "de"),
     ("We met at 6 a.m.", "Wir trafen uns um 0 Uhr.", "de"),  # Swahili clock only for sw
+    ("What is 12 plus 30?", "Kumi na tatu jumlisha thelathini ni ngapi?", "sw"),
 ]
 
 
