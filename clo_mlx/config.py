@@ -51,6 +51,8 @@ def _default_clo() -> dict:
 class TrainConfig:
     model: str | None = None
     data: str | None = None
+    data_split: str | None = None  # Hugging Face data: the split to train on (default: splits)
+    data_columns: dict | None = None  # Hugging Face data: {name clo-mlx reads: column}
     train: bool = True
     fine_tune_type: str = "lora"
     num_layers: int = -1  # -1: all layers (the paper adapts attention in every layer)
@@ -86,6 +88,8 @@ class TrainConfig:
     test_batches: int = -1
     clear_cache_threshold: int = 0
     trust_remote_code: bool = False
+    report_to: str | None = None  # mlx-lm's key: comma-separated wandb, swanlab, tensorboard
+    project_name: str | None = None  # tracker project (default clo-mlx)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -241,6 +245,12 @@ def _validate(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}: clear_cache_threshold must be >= 0")
     _check_schedule(cfg["lr_schedule"], where)
     optimizer_kwargs(cfg["optimizer"], cfg["optimizer_config"], where)
+    from .reporting import parse_report_to
+
+    try:
+        parse_report_to(cfg["report_to"], f"{where}: report_to")
+    except CloError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_schedule(schedule: dict | None, where: str) -> None:

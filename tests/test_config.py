@@ -49,6 +49,10 @@ NON_DEFAULT = {
     "test_batches": 9,
     "clear_cache_threshold": 123,
     "trust_remote_code": True,
+    "report_to": "tensorboard",
+    "project_name": "my-project",
+    "data_split": "train_sft",
+    "data_columns": {"prompt": "question"},
 }
 
 

@@ -114,6 +114,7 @@ def run_demo(
     model: str | Path | None = None,
     n_eval: int | None = None,
     console=None,
+    verbose: bool = False,
     **overrides,
 ) -> dict:
     """Train on the demo corpus and measure language fidelity before and after; return the numbers.
@@ -182,7 +183,9 @@ def run_demo(
             res = language_fidelity(model, tokenizer, track, CANDIDATES, max_tokens=MAX_TOKENS)
         return {f"fidelity/{k}": v["fidelity"] for k, v in res.items()}
 
-    result = train(mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console)
+    result = train(
+        mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console, verbose=verbose
+    )
     mdl.eval()
     after = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
     seconds = time.perf_counter() - t0
