@@ -10,9 +10,12 @@ from cli.main import app
 
 
 def fail(e: Exception) -> None:
-    """Print a clean one-line error and exit 1 (no traceback for user errors)."""
+    """Print a clean one-line error and exit (no traceback): 2 for bad input (a broken model
+    folder, ...), 1 otherwise."""
+    from clo_mlx.errors import CloError
+
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(2 if isinstance(e, CloError) else 1)
 
 
 def base_model_option():

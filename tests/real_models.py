@@ -237,7 +237,9 @@ def build_tokenizer(family: str, out: Path) -> None:
         from transformers.convert_slow_tokenizer import TikTokenConverter
 
         raw = TikTokenConverter(vocab_file=str(src), pattern=spec["pattern"]).converted()
-        raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec["specials"]])
+        raw.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in spec["specials"]]
+        )
         tok = PreTrainedTokenizerFast(tokenizer_object=raw, **spec["tokens"])
     tok.chat_template = spec["template"]
     tok.model_max_length = spec["config"]["max_position_embeddings"]
@@ -277,19 +279,19 @@ def build_family(family: str, out: Path, seed: int = 0) -> dict[str, Path]:
             if "norm" not in name:
                 p.normal_(0.0, 0.15 if "embed" in name or "lm_head" in name else 0.25)
     model = model.to(torch.bfloat16)
-    paths = {}
-    for style in ("hf5", "hf4"):
-        d = out / f"{family}-{style}"
-        model.save_pretrained(d)
-        for f in tok_dir.iterdir():
-            shutil.copy(f, d / f.name)
-        (d / "generation_config.json").write_text(json.dumps(spec["generation"], indent=2))
-        saved = json.loads((d / "config.json").read_text())
-        assert "rope_parameters" in saved and "rope_theta" not in saved, saved
-        if style == "hf4":
-            saved = _old_style(saved, rope)
-        (d / "config.json").write_text(json.dumps(saved, indent=2))
-        paths[style] = d
+    hf5, hf4 = out / f"{family}-hf5", out / f"{family}-hf4"
+    model.save_pretrained(hf5)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, hf5 / f.name)
+    (hf5 / "generation_config.json").write_text(json.dumps(spec["generation"], indent=2))
+    saved = json.loads((hf5 / "config.json").read_text())
+    assert "rope_parameters" in saved and "rope_theta" not in saved, saved
+    hf4.mkdir()
+    for f in hf5.iterdir():
+        if f.name != "config.json":
+            os.link(f, hf4 / f.name)  # same weights and tokenizer, only config.json differs
+    (hf4 / "config.json").write_text(json.dumps(_old_style(saved, rope), indent=2))
+    paths = {"hf5": hf5, "hf4": hf4}
     return paths
 
 
