@@ -350,13 +350,12 @@ def test_train_export_fuse_eval(real, family, tmp_path):
     cfg = train_config(path, data, tmp_path, iters=2, batch_size=2, learning_rate=1e-2,
                        steps_per_report=1, steps_per_eval=100, save_every=100,
                        lora_parameters={"rank": 2, "scale": 4.0, "dropout": 0.0, "keys": ATTN})  # fmt: skip
-    _, result = run_training(cfg)
+    prep, _ = run_training(cfg)
     ad = tmp_path / "ad"
     assert (ad / "adapters.safetensors").is_file()
-    _, tok = cached("mlx", path)
-    ids = tok.encode(texts("sw", 1)[0] + " " + texts("zh", 1)[0])[:40]
-    tuned, _ = load_model(str(path), adapter_path=str(ad))
-    ours = mlx_logits(tuned, ids)
+    ids = prep.tokenizer.encode(texts("sw", 1)[0] + " " + texts("zh", 1)[0])[:40]
+    prep.model.eval()
+    ours = mlx_logits(prep.model, ids)
     base = cached("torch", path)
     assert np.abs(ours - torch_logits(path, ids)).max() > 1e-3  # training moved the model
 
@@ -402,3 +401,82 @@ def test_train_export_fuse_eval(real, family, tmp_path):
     results = compare_models(str(path), [ad], data=data / "valid.jsonl", opts=opts, names=["clo"])
     assert [r["name"] for r in results] == ["base", "clo"]
     assert {"rewards/accuracies", "ppl/sw", "fidelity/sw"} <= set(results[1]["metrics"])
+
+
+# --- generation stops at every eos id; translate's llm backend --------------------------------
+
+
+def scripted(path: Path, chain: list[int]):
+    """The family's model rewired to answer greedily with the tokens `chain`, then repeat its
+    last token: attention and MLP outputs are zeroed (the residual stream is the token's
+    embedding), every token outside the chain embeds to one direction, chain token i to its own
+    direction, and the (untied) output head maps each direction to the next chain token."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from clo_mlx.models import load_mlx_model
+
+    model, _ = load_mlx_model(path)
+    vocab, dim = model.model.embed_tokens.weight.shape
+    basis = np.eye(dim, dtype=np.float32)
+    embed = np.tile(basis[0], (vocab, 1))
+    head = np.zeros((vocab, dim), np.float32)
+    head[chain[0]] = basis[0]
+    for i, t in enumerate(chain):
+        embed[t] = basis[i + 1]
+        head[chain[min(i + 1, len(chain) - 1)]] += basis[i + 1]
+    zeroed = [(k, mx.zeros_like(v)) for k, v in tree_flatten(model.parameters())
+              if k.endswith(("o_proj.weight", "down_proj.weight"))]  # fmt: skip
+    model.update(tree_unflatten(zeroed))
+    model.model.embed_tokens.weight = mx.array(embed)
+    model.args.tie_word_embeddings = False
+    model.lm_head = nn.Linear(dim, vocab, bias=False)
+    model.lm_head.weight = mx.array(head)
+    from clo_mlx.models import cast_floats
+
+    cast_floats(model, mx.float32)
+    return model
+
+
+def word_ids(tok, text: str) -> list[int]:
+    return tok.encode(text, add_special_tokens=False)
+
+
+EOS_CASES = [(f, e) for f in FAMILIES for e in FAMILIES[f]["eos_ids"]]
+
+
+@pytest.mark.parametrize("family,eos", EOS_CASES)
+def test_generation_stops_at_every_eos_id(real, family, eos):
+    """generate / fidelity (batched greedy) end the answer at each eos id of the model:
+    config.json and generation_config.json ids, Llama 3's <|eom_id|> included."""
+    from clo_mlx.fidelity import generate_responses
+
+    path = real[family]["hf5"]
+    _, tok = cached("mlx", path)
+    assert set(FAMILIES[family]["eos_ids"]) <= set(tok.eos_token_ids)
+    words = word_ids(tok, "Jambo rafiki")
+    after = word_ids(tok, " zaidi")
+    model = scripted(path, [*words, eos, *after])
+    out = generate_responses(model, tok, ["Habari?", "你好"], max_tokens=12)
+    assert out == ["Jambo rafiki"] * 2
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_translate_llm_backend_sends_the_template_and_strips_the_answer(real, family, monkeypatch):
+    import clo_mlx.models
+    from clo_mlx.translate_backends import LLM_PROMPT, llm_prompts, make_llm
+
+    path = real[family]["hf5"]
+    _, tok = cached("mlx", path)
+    prompt = LLM_PROMPT.format(language="Swahili", text="Good morning, friend.")
+    sent = llm_prompts(tok, ["Good morning, friend."], "sw")
+    assert sent == [reference_encoder(family)(documented_format(family, prompt, None))]
+
+    # A model that runs past its turn: the answer, then the next turn's special tokens and text.
+    nxt = {"qwen2.5": "<|im_start|>", "llama3": "<|start_header_id|>", "mistral": "[INST]"}
+    answer = word_ids(tok, "Habari za asubuhi, rafiki.")
+    chain = [*answer, FAMILIES[family]["special_ids"][nxt[family]], *word_ids(tok, "assistant")]
+    model = scripted(path, chain)
+    monkeypatch.setattr(clo_mlx.models, "load_model", lambda *a, **k: (model, tok))
+    translate = make_llm(path, "sw", batch_size=2, max_tokens=len(chain) + 2)
+    assert translate(["Good morning, friend.", "Hi"]) == ["Habari za asubuhi, rafiki."] * 2
