@@ -181,6 +181,7 @@ def test_score_matches_transformers(real, family, tmp_path):
             ref = torch_logps(path, ids, start)
             assert s[f"{side}_tokens"] == len(ids) - start
             assert abs(s[f"{side}_logp"] - ref) / abs(ref) < 1e-4, (side, s, ref)
+            print(f"MEASURED score {family} rel {abs(s[f'{side}_logp'] - ref) / abs(ref):.1e}")
 
 
 @pytest.mark.parametrize("family,style", CASES)
@@ -200,6 +201,7 @@ def test_both_config_styles_give_transformers_logits(real, family, style):
     assert d < 1e-4, d
     plain, _ = mlx_lm_load_model(path)
     d_plain = np.abs(mlx_logits(plain, ids) - ref).max()
+    print(f"MEASURED logits {family} {style} clo-mlx {d:.1e} plain-mlx_lm {d_plain:.1e}")
     if style == "hf5" and family != "qwen2.5":  # Qwen's 1e6 happens to be mlx-lm's default
         assert d_plain > 1e-2, d_plain
     else:
@@ -286,6 +288,7 @@ def test_rope_types_match_transformers(real, tmp_path, variant):
     ids = tok.encode(" ".join(texts("de", 2)))[:40]
     model, _ = load_mlx_model(paths["hf5"])
     d = np.abs(mlx_logits(model, ids) - torch_logits(paths["hf5"], ids)).max()
+    print(f"MEASURED rope {variant} {d:.1e}")
     assert d < 1e-4, d
 
 
@@ -371,6 +374,7 @@ def test_train_export_fuse_eval(real, family, tmp_path):
     with torch.no_grad():
         d_peft = np.abs(peft_model(torch.tensor([ids])).logits[0].numpy() - ours).max()
     assert d_peft < 1e-4, d_peft
+    print(f"MEASURED peft {family} {d_peft:.1e}")
 
     # Fused outputs keep the base's bf16, so they are compared with each other (same weights):
     # mlx_lm.load on `fuse`'s output and transformers on `export-hf --fused` must agree.
@@ -391,6 +395,7 @@ def test_train_export_fuse_eval(real, family, tmp_path):
     )
     fused_mlx = mlx_logits(m, ids)
     fused_hf = torch_logits(tmp_path / "fused_hf", ids)
+    print(f"MEASURED fused {family} mlx_lm-vs-hf {np.abs(fused_mlx - fused_hf).max():.1e}")
     assert np.abs(fused_mlx - fused_hf).max() < 1e-4
     assert np.abs(fused_mlx - ours).max() < 0.1 * np.abs(ours).max()  # bf16 rounding only
     del base
