@@ -10,12 +10,9 @@ from cli.main import app
 
 
 def fail(e: Exception) -> None:
-    """Print a clean one-line error and exit (no traceback): 2 for bad input (a broken model
-    folder, ...), 1 otherwise."""
-    from clo_mlx.errors import CloError
-
+    """Print a clean one-line error and exit 2, as every bad input does (no traceback)."""
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2 if isinstance(e, CloError) else 1)
+    raise typer.Exit(2)
 
 
 def base_model_option():

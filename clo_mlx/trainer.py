@@ -20,6 +20,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
+from . import reporting
 from .adapters import save_adapters, trainable_weights
 from .batching import (
     bucket_length,
@@ -29,9 +30,9 @@ from .batching import (
     response_start,
 )
 from .checkpoint import save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, optimizer_kwargs
 from .errors import CloError
-from .io import append_jsonl
+from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
 from .tokens import EncodedPair
@@ -119,9 +120,12 @@ def nll_weights(encoded: list[EncodedPair], nll_languages: str) -> np.ndarray:
     return np.array([k in ("tgt", "pair") for k in kinds], np.float32)
 
 
+SFT_KINDS = {"target": ("tgt", "pair"), "en": ("en",), "both": ("en", "tgt", "pair")}
+
+
 def sft_sequences(encoded: list[EncodedPair], languages: str) -> list[tuple[list[int], int]]:
     """Chosen responses for SFT: target-language ('target'), English ('en') or both."""
-    keep = {"target": ("tgt", "pair"), "en": ("en",), "both": ("en", "tgt", "pair")}[languages]
+    keep = SFT_KINDS[languages]
     return [(e.chosen, e.chosen_start) for e in encoded if e.pair.kind in keep]
 
 
@@ -234,18 +238,30 @@ def build_optimizer(cfg: TrainConfig) -> optim.Optimizer:
         "sgd": optim.SGD,
         "adafactor": optim.Adafactor,
     }[cfg.optimizer]
-    return cls(learning_rate=lr, **cfg.optimizer_config)
+    return cls(learning_rate=lr, **optimizer_kwargs(cfg.optimizer, cfg.optimizer_config))
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
+def spread_batches(n_batches: int, num: int, seed: int) -> list[int]:
+    """`num` of `n_batches` length-sorted batches, one from each of `num` equal length strata
+    (at a position fixed by the seed), so a partial validation covers short and long rows."""
+    if num < 0 or num >= n_batches:  # -1: all
+        return list(range(n_batches))
+    rng = np.random.default_rng([seed, n_batches, num])
+    edges = np.linspace(0, n_batches, num + 1).round().astype(int)
+    return [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: int = -1) -> dict:
     """Preference metrics on held-out pairs, over all pairs at once (not averaged per batch).
 
-    `loss` uses the configured beta and lambda (CLO); `nll/target` is the mean per-token NLL of
-    the target-language chosen responses. Metrics per pair kind get a suffix, e.g.
-    `rewards/accuracies/tgt`.
+    `loss` is the training objective of cfg.loss: CLO with the configured beta and lambda, DPO
+    (lambda 0), or SFT's mean per-token NLL of the chosen responses sft.languages covers;
+    `nll/target` is the mean per-token NLL of the target-language chosen responses. Metrics per
+    pair kind get a suffix, e.g. `rewards/accuracies/tgt`. With `num_batches`, that many batches
+    spread over the lengths (spread_batches).
     """
     was_training = model.training
     model.eval()
@@ -253,8 +269,7 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
         partial(sequence_logps, model, chunk_size=cfg.logprob_chunk_size), inputs=model.state
     )
     batches = unit_batches(data, cfg.batch_size, full=False)
-    if num_batches != -1:
-        batches = batches[:num_batches]
+    batches = [batches[b] for b in spread_batches(len(batches), num_batches, cfg.seed)]
     order, logps, ntoks = [], [], []
     for idx in batches:
         inputs, targets, mask, *_, start = data.batch(idx, cfg.max_seq_length)
@@ -270,6 +285,8 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
     ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
     nll_w = mx.array(data.nll_weight[order])
     kinds = np.array([data.encoded[i].pair.kind for i in order])
+    lam = {"clo": cfg.clo["lambda"], "dpo": 0.0, "sft": 1.0}[cfg.loss]
+    sft_w = mx.array(np.isin(kinds, SFT_KINDS[cfg.sft["languages"]]).astype(np.float32))
 
     def metrics_of(sel: np.ndarray) -> dict:
         s = mx.array(np.nonzero(sel)[0])
@@ -280,11 +297,13 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
             ref_c[s],
             ref_r[s],
             nll,
-            lam=cfg.clo["lambda"],
+            lam=lam,
             chosen_tokens=ntoks[0][s],
             rejected_tokens=ntoks[1][s],
             **preference_options(cfg),
         )
+        if cfg.loss == "sft":
+            m["loss"] = mean_token_nll(logps[0][s], ntoks[0][s], sft_w[s])
         return {k: v.item() for k, v in m.items()}
 
     result = metrics_of(np.ones(len(order), bool))
@@ -371,6 +390,8 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
+    training_callback=None,
+    verbose: bool = False,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
 
@@ -379,6 +400,8 @@ def train(
     Every save_every steps: adapters (mlx-lm layout) and a resumable checkpoint. To resume, pass
     the step and the optimizer restored by `checkpoint.load_checkpoint`: the batch order and the
     RNG depend only on (seed, step), so a resumed run continues exactly.
+    `training_callback` (mlx-lm's TrainingCallback shape) gets reports and evals; without one,
+    the trackers of cfg.report_to are made here and closed at the end.
     """
     from rich.console import Console
     from rich.progress import (
@@ -390,35 +413,40 @@ def train(
     )
 
     console = console or Console(stderr=True)
-    adapter_path = Path(cfg.adapter_path)
-    adapter_path.mkdir(parents=True, exist_ok=True)
+    adapter_path = ensure_folder(cfg.adapter_path)
     metrics_file = adapter_path / "metrics.jsonl"
     _truncate_metrics(metrics_file, start_step)
     if cfg.grad_checkpoint:
         _grad_checkpoint(model.layers[0])
     optimizer = optimizer or build_optimizer(cfg)
+    # The state must exist before the first step: a non-finite first step restores a snapshot of it.
+    optimizer.init(model.trainable_parameters())
     loss_value_and_grad = nn.value_and_grad(model, make_loss_fn(cfg))
     accum = cfg.grad_accumulation_steps
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(batch, totals, prev_grad, do_update):
+    def step(batch, totals, prev_grad, do_update, n_accumulated):
         (_, metrics), grad = loss_value_and_grad(model, *batch, totals)
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if not do_update:
             return metrics, grad, mx.array(True)
-        if accum > 1:
-            grad = tree_map(lambda g: g / accum, grad)
+        if n_accumulated > 1:  # the mean gradient of the steps since the last update
+            grad = tree_map(lambda g: g / n_accumulated, grad)
         optimizer.update(model, grad)
         # Checked inside the compiled graph: one fused reduction instead of a pass per tensor.
         finite = mx.all(mx.stack([mx.isfinite(w).all() for w in trainable_weights(model).values()]))
         return metrics, None, finite
 
+    callback = training_callback or reporting.make_trackers(
+        cfg.report_to, cfg.project_name, adapter_path, cfg.to_dict()
+    )
     result = TrainResult()
     sums: dict[str, float] = {}
-    n_steps, n_tokens, elapsed, trained_tokens = 0, 0, 0.0, 0
-    grad = None
+    n_steps, n_good, n_tokens, elapsed, trained_tokens = 0, 0, 0, 0.0, 0
+    grad, pending = None, 0  # summed gradients of `pending` steps not applied yet
+    saved_step = start_step  # the last step whose adapters and checkpoint are on disk (0: none)
     model.train()
 
     def run_eval(it: int) -> None:
@@ -438,12 +466,9 @@ def train(
             record["val_time"] = time.perf_counter() - tic
             result.evals.append(record)
             append_jsonl(metrics_file, [{"type": "eval", **record}])
-            shown = ", ".join(
-                f"{k} {v:.3f}"
-                for k, v in record.items()
-                if k not in ("step", "val_time") and isinstance(v, float)
-            )
-            console.print(f"[cyan]eval[/] step {it}: {shown}")
+            if callback is not None:
+                callback.on_val_loss_report({"iteration": it, **record})
+            console.print(reporting.eval_line(record, verbose), style="cyan", highlight=False)
 
     columns = (
         TextColumn("[bold]train"),
@@ -473,9 +498,14 @@ def train(
                 before = (trainable_weights(model), tree_map(lambda x: x, optimizer.state))
                 tic = time.perf_counter()
                 values = {}
+                # The last step applies what is pending even when iters is not a multiple of accum.
+                update = it % accum == 0 or it == cfg.iters
                 for p, part in enumerate(parts):
                     last = p == len(parts) - 1
-                    metrics, grad, finite = step(part, totals, grad, last and it % accum == 0)
+                    apply = last and update
+                    metrics, grad, finite = step(
+                        part, totals, grad, apply, pending + 1 if apply else 1
+                    )
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
                         values[k] = values.get(k, 0.0) + v.item()
@@ -486,17 +516,27 @@ def train(
                     # Undo the step: the weights before it are still referenced in `before`.
                     model.update(tree_unflatten(list(before[0].items())))
                     _assign_inplace(optimizer.state, before[1])
-                    grad = None
+                    grad, pending = None, 0
                     if not cfg.skip_nonfinite:
+                        saved = (
+                            f"The last good adapters and checkpoint (step {saved_step}) are in "
+                            f"{adapter_path}"
+                            if saved_step
+                            else f"Nothing was saved yet (the first save is at step "
+                            f"{min(cfg.save_every, cfg.iters)})"
+                        )
                         raise NonFiniteLoss(
                             f"non-finite loss or weights at step {it} (loss {values['loss']}); "
-                            f"stopped. The last good adapters and checkpoint are in {adapter_path} "
-                            "(lower the learning rate, check the data, or set skip_nonfinite: true)."
+                            f"stopped. {saved} (lower the learning rate, check the data, or set "
+                            "skip_nonfinite: true)."
                         )
                     console.print(f"[yellow]step {it}: non-finite loss, batch skipped")
                     values = {}
+                else:
+                    pending = 0 if grad is None else pending + 1
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
+                n_good += bool(values)  # report averages are over the steps not skipped
                 n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
                 n_steps += 1
                 info = f"loss {values['loss']:.3f}" if values else "skipped"
@@ -506,7 +546,7 @@ def train(
                     trained_tokens += n_tokens
                     report = {
                         "step": it,
-                        **{k: v / n_steps for k, v in sums.items()},
+                        **{k: v / n_good for k, v in sums.items()},
                         "learning_rate": float(optimizer.learning_rate.item()),
                         "tokens_per_second": n_tokens / elapsed,
                         "steps_per_second": n_steps / elapsed,
@@ -517,41 +557,32 @@ def train(
                     append_jsonl(metrics_file, [{"type": "train", **report}])
                     if on_report is not None:
                         on_report(report)
-                    shown = ", ".join(
-                        f"{k} {report[k]:.3f}"
-                        for k in (
-                            "loss",
-                            "rewards/margins",
-                            "rewards/accuracies",
-                            "nll/target",
-                            "nll/train",
-                        )
-                        if k in report
-                    )
-                    progress.console.print(
-                        f"step {it}: {shown}, lr {report['learning_rate']:.2e}, "
-                        f"{report['tokens_per_second']:.0f} tok/s, "
-                        f"peak {report['peak_memory_gb']:.2f} GB"
-                    )
-                    sums, n_steps, n_tokens, elapsed = {}, 0, 0, 0.0
+                    if callback is not None:
+                        callback.on_train_loss_report({"iteration": it, **report})
+                    progress.console.print(reporting.train_line(report, verbose), highlight=False)
+                    sums, n_steps, n_good, n_tokens, elapsed = {}, 0, 0, 0, 0.0
 
                 if it % cfg.steps_per_eval == 0 or it == cfg.iters:
                     run_eval(it)
-                at_boundary = it % accum == 0  # no gradient pending
+                at_boundary = grad is None  # no gradient pending
                 if (it % cfg.save_every == 0 or it == cfg.iters) and at_boundary:
-                    result.adapter_file = save_adapters(model, adapter_path, cfg)
+                    # The checkpoint first: a kill before the other files can still --resume.
+                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
                     if it != cfg.iters:
                         save_adapters(
                             model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
                         )
-                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                    result.adapter_file = save_adapters(model, adapter_path, cfg)
+                    saved_step = it
                 if sigint.requested and at_boundary:
-                    save_adapters(model, adapter_path, cfg)
                     save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                    save_adapters(model, adapter_path, cfg)
                     raise TrainingInterrupted(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."
                     )
+    if callback is not None and training_callback is None:
+        callback.on_run_end(reporting.final_metrics(result.evals))
     return result
 
 

@@ -481,4 +481,4 @@ def test_cli_export_import(models, tmp_path):
             str(tmp_path / "q"),
         ],
     )
-    assert r.exit_code == 2 and "not found" in r.output  # bad input: exit 2
+    assert r.exit_code == 2 and "not found" in r.output
