@@ -485,3 +485,40 @@ def test_translate_llm_backend_sends_the_template_and_strips_the_answer(real, fa
     monkeypatch.setattr(clo_mlx.models, "load_model", lambda *a, **k: (model, tok))
     translate = make_llm(path, "sw", batch_size=2, max_tokens=len(chain) + 2)
     assert translate(["Good morning, friend.", "Hi"]) == ["Habari za asubuhi, rafiki."] * 2
+
+
+TF4_SCRIPT = """
+import sys, json, numpy as np, torch, transformers
+from transformers import AutoModelForCausalLM
+assert transformers.__version__.startswith("4."), transformers.__version__
+path, ids = sys.argv[1], json.loads(sys.argv[2])
+m = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+with torch.no_grad():
+    np.save(sys.argv[3], m(torch.tensor([ids])).logits[0].numpy())
+"""
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_exported_config_reads_the_same_in_transformers_4(real, family, tmp_path):
+    """Optional: CLO_MLX_TRANSFORMERS4=<folder with transformers 4.x, e.g. pip install --target>."""
+    import os
+    import subprocess
+    import sys
+
+    from clo_mlx.models import hf_rope_config, load_mlx_model
+
+    tf4 = os.environ.get("CLO_MLX_TRANSFORMERS4")
+    if not tf4:
+        pytest.skip("set CLO_MLX_TRANSFORMERS4 to a folder holding transformers 4.x")
+    src = real[family]["hf5"]
+    path = with_config(src, tmp_path / "both", lambda c: c.update(hf_rope_config(dict(c))))
+    ids = list(range(1000, 1040))
+    env = {**os.environ, "PYTHONPATH": tf4}
+    for p, same in ((path, True), (src, False)):
+        out = tmp_path / "tf4.npy"
+        subprocess.run([sys.executable, "-c", TF4_SCRIPT, str(p), json.dumps(ids), str(out)],
+                       env=env, check=True)  # fmt: skip
+        model, _ = load_mlx_model(src)
+        d = np.abs(np.load(out) - mlx_logits(model, ids)).max()
+        print(f"MEASURED transformers4 {family} {'both-styles' if same else 'hf5-only'} {d:.1e}")
+        assert (d < 1e-4) if same else (d > 1e-2), d
