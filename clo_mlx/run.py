@@ -255,7 +255,10 @@ def check_trainable(model, cfg: TrainConfig, resume_from: dict | None, where: Pa
     were checked by `prepare` (adapters.check_trainable_fits)."""
     if cfg.resume_adapter_file is None and resume_from is None:
         return
-    probe = shallow_copy(model)
+    try:
+        probe = shallow_copy(model)
+    except (TypeError, AttributeError, copy.Error):  # a module that cannot be copied:
+        return  # the same checks then run when the adapters are attached, after the reference
     apply_trainable(probe, cfg)
     if cfg.resume_adapter_file:
         load_weights_into(probe, cfg.resume_adapter_file)
