@@ -392,7 +392,7 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
-    training_callback=None,
+    training_callback: reporting.Tracker | None = None,
     verbose: bool = False,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
