@@ -9,7 +9,12 @@ Metrics (one flat dict per model):
   base model: its log-probs are computed once, before any adapter is loaded;
 - `ppl/<lang>`: token-weighted perplexity of the held-out chosen responses in each language,
   exp(-sum log p / sum tokens), on the same log-prob path as training;
-- `mc/<lang>/acc`, `mc/<lang>/acc_norm`: multiple-choice accuracy (`clo_mlx.multiple_choice`).
+- `mc/<lang>/acc`, `mc/<lang>/acc_norm`: multiple-choice accuracy (`clo_mlx.multiple_choice`);
+- retention against the base model, per language (`en` is the one CLO should keep):
+  `logp_change/<lang>` (mean change of the held-out reference answers' log-prob, nats per answer),
+  `ppl_ratio/<lang>` (their perplexity over the base's), `same_as_base/<lang>` (share of greedy
+  answers identical to the base's), `answer_mc/<lang>/acc` (`answer_mc` items: pick the reference
+  answer among the answers to the most similar other held-out prompts).
 
 `write_report` writes `report.json` (everything, with fidelity samples), `report.md` (a table) and
 `report.png` (one bar panel per metric).
@@ -52,6 +57,8 @@ class EvalOptions:
     dtype: str = "auto"
     cache_dir: str | None = None
     logprob_chunk_size: int | None = None
+    answer_mc: int = 0  # held-out prompts per language for answer_mc/<lang>/acc; 0: off
+    answer_mc_choices: int = 4
 
     def train_config(self, model: str | None = None) -> TrainConfig:
         """The TrainConfig the core's evaluate() and reference code read their settings from."""
@@ -81,6 +88,8 @@ class EvalSet:
     prompts_by_lang: dict[str, list[str]] = field(default_factory=dict)
     candidates: list[str] = field(default_factory=list)
     mc_items: list[MCItem] | None = None
+    base_fidelity: dict | None = None  # the base model's greedy answers (same_as_base/<lang>)
+    answer_mc: list[MCItem] | None = None
 
 
 # ----------------------------------------------------------------------------- held-out data
@@ -121,6 +130,46 @@ def row_languages(data: PairData) -> np.ndarray:
     return np.array([by_row.get(e.pair.row, "") for e in data.encoded])
 
 
+def answer_mc_items(
+    pairs: Sequence[Pair], n: int, n_choices: int = 4, langs: Sequence[str] | None = None
+) -> list[MCItem]:
+    """Multiple-choice items from held-out pairs, up to `n` per language: a prompt, its reference
+    answer, and as distractors the reference answers of the `n_choices - 1` other prompts of that
+    language sharing most words with it (ties: file order); the reference answer goes to position
+    `k % n_choices` for the k-th item, so that the label is not always the same. Prompts whose similar
+    prompts have the same answer are skipped. No model is involved in building them."""
+    by_lang: dict[str, list[tuple[str, str]]] = {}
+    for p in pairs:
+        if p.kind in ("en", "tgt") and (langs is None or p.lang in langs):
+            lst = by_lang.setdefault(p.lang, [])
+            if all(p.prompt != q for q, _ in lst):
+                lst.append((p.prompt, p.chosen))
+    items = []
+    for lang, rows in sorted(by_lang.items()):
+        words = [set(q.lower().split()) for q, _ in rows]
+        made = 0
+        for i, (prompt, answer) in enumerate(rows):
+            if made >= n:
+                break
+            near = sorted(
+                (j for j in range(len(rows)) if j != i),
+                key=lambda j: (-len(words[i] & words[j]) / len(words[i] | words[j]), j),
+            )
+            distract: list[str] = []
+            for j in near:
+                if rows[j][1] != answer and rows[j][1] not in distract:
+                    distract.append(rows[j][1])
+                if len(distract) == n_choices - 1:
+                    break
+            if len(distract) < n_choices - 1:
+                continue
+            label = made % n_choices
+            choices = distract[:label] + [answer] + distract[label:]
+            items.append(MCItem(f"answer_mc-{lang}-{i}", lang, prompt, tuple(choices), label))
+            made += 1
+    return items
+
+
 def subset(data: PairData, idx: Sequence[int]) -> PairData:
     idx = list(idx)
     return PairData(
@@ -158,7 +207,23 @@ def build_eval_set(
         if opts.fidelity_prompts > 0:
             es.prompts_by_lang = fidelity_prompts(pairs, opts.fidelity_prompts)
             es.candidates = sorted({"en", *target_languages(pairs)})
+            es.base_fidelity = _fidelity(model, tokenizer, es, opts)
+        if opts.answer_mc > 0:
+            es.answer_mc = answer_mc_items(pairs, opts.answer_mc, opts.answer_mc_choices)
     return es
+
+
+def _fidelity(model: nn.Module, tokenizer, es: EvalSet, opts: EvalOptions) -> dict:
+    from .fidelity import language_fidelity
+
+    return language_fidelity(
+        model,
+        tokenizer,
+        es.prompts_by_lang,
+        es.candidates,
+        max_tokens=opts.max_tokens,
+        batch_size=opts.generation_batch_size,
+    )
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -170,6 +235,13 @@ def response_perplexity(model: nn.Module, data: PairData, cfg: TrainConfig) -> d
     A parallel row's chosen responses are its English and its target-language response; plain
     preference rows count under `chosen`.
     """
+    return {k[4:]: v for k, v in response_metrics(model, data, cfg).items() if k.startswith("ppl/")}
+
+
+def response_metrics(model: nn.Module, data: PairData, cfg: TrainConfig) -> dict[str, float]:
+    """`ppl/<lang>` of the chosen responses, and against the reference log-probs (the base model
+    in `clo-mlx eval`) `logp_change/<lang>` = mean(logp - ref logp) per response and
+    `ppl_ratio/<lang>` = exp(-(sum logp - sum ref logp) / sum tokens) = ppl / reference ppl."""
     scores = score_pairs(
         model,
         data.encoded,
@@ -181,9 +253,23 @@ def response_perplexity(model: nn.Module, data: PairData, cfg: TrainConfig) -> d
     out = {}
     for lang in sorted(set(langs)):
         sel = langs == lang
-        total_lp = float(scores["chosen_logp"][sel].astype(np.float64).sum())
-        total_tok = int(scores["chosen_tokens"][sel].sum())
-        out[lang] = math.exp(-total_lp / max(total_tok, 1))
+        lp = scores["chosen_logp"][sel].astype(np.float64)
+        ref = data.ref_chosen[sel].astype(np.float64)
+        total_tok = max(int(scores["chosen_tokens"][sel].sum()), 1)
+        out[f"ppl/{lang}"] = math.exp(-lp.sum() / total_tok)
+        out[f"logp_change/{lang}"] = float(np.mean(lp - ref))
+        out[f"ppl_ratio/{lang}"] = math.exp(-(lp.sum() - ref.sum()) / total_tok)
+    return out
+
+
+def same_as_base(fid: dict, base_fid: dict) -> dict[str, float]:
+    """`{same_as_base/<lang>: share}` of greedy answers identical to the base model's."""
+    out = {}
+    for lang, r in fid.items():
+        base = {s["prompt"]: s["response"] for s in base_fid.get(lang, {}).get("samples", [])}
+        pairs = [(s["response"], base[s["prompt"]]) for s in r["samples"] if s["prompt"] in base]
+        if pairs:
+            out[f"same_as_base/{lang}"] = sum(a == b for a, b in pairs) / len(pairs)
     return out
 
 
@@ -232,26 +318,27 @@ def evaluate_model(
     metrics: dict[str, float] = {}
     details: dict = {}
     if es.prompts_by_lang:
-        from .fidelity import language_fidelity
-
-        fid = language_fidelity(
-            model,
-            tokenizer,
-            es.prompts_by_lang,
-            es.candidates,
-            max_tokens=opts.max_tokens,
-            batch_size=opts.generation_batch_size,
-        )
+        if is_reference and es.base_fidelity is not None:
+            fid = es.base_fidelity
+        else:
+            fid = _fidelity(model, tokenizer, es, opts)
         metrics.update(fidelity_metrics(fid))
+        if not is_reference and es.base_fidelity is not None:
+            metrics.update(same_as_base(fid, es.base_fidelity))
         details["fidelity"] = fid
     if es.pairs is not None:
         pref = preference_metrics(model, es.pairs, cfg)
         if is_reference:
             pref = {k: v for k, v in pref.items() if "rewards/" not in k}
         metrics.update(pref)
-        metrics.update(
-            {f"ppl/{k}": v for k, v in response_perplexity(model, es.pairs, cfg).items()}
-        )
+        resp = response_metrics(model, es.pairs, cfg)
+        if is_reference:  # changes against itself: 0 and 1 by definition
+            resp = {k: v for k, v in resp.items() if k.startswith("ppl/")}
+        metrics.update(resp)
+    if es.answer_mc:
+        amc = evaluate_mc(model, tokenizer, es.answer_mc, opts.mc_batch_size, opts.max_seq_length)
+        metrics.update({f"answer_mc/{lang}/acc": r["acc"] for lang, r in amc.items()})
+        details["answer_mc"] = amc
     if es.mc_items:
         from rich.progress import Progress
 
@@ -360,9 +447,12 @@ def compare_models(
 
 HEADLINE_PATTERNS = (
     "fidelity/",
+    "same_as_base/",
+    "logp_change/",
     "rewards/accuracies",
     "rewards/margins",
     "ppl/",
+    "answer_mc/",
     "mc/",
 )
 
