@@ -33,6 +33,7 @@ import numpy as np
 
 from .config import TrainConfig, build_config
 from .data import Pair, load_pairs
+from .errors import CloError
 from .io import atomic_write_json, atomic_write_text
 from .multiple_choice import MCItem, evaluate_mc
 from .reference import score_pairs
@@ -398,9 +399,14 @@ def compare_models(
     mc_limit: int | None = None,
     mc_items: Sequence[MCItem] | None = None,
     console=None,
+    judge: str | None = None,
+    judge_max_tokens: int = 8,
 ) -> list[dict]:
     """Evaluate the base model and each adapter on the same held-out material; write a report
-    to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`."""
+    to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`.
+
+    `judge`: a local mlx-lm chat model that compares each adapter's greedy answers with the base
+    model's (`clo_mlx.judge`; both orders), giving `judge/<lang>/win_rate` and its interval."""
     from .adapters import read_adapter_config
     from .models import load_model, model_fingerprint
     from .multiple_choice import load_mc
@@ -416,6 +422,14 @@ def compare_models(
         mc_items = load_mc(mc_path, langs=mc_langs, split=mc_split, limit=mc_limit)
     if pairs is None and not mc_items:
         raise ValueError("nothing to evaluate: give held-out data (--data) and/or --mc items")
+    if judge is not None:
+        from .models import resolve_model_path
+
+        if pairs is None or opts.fidelity_prompts <= 0:
+            raise CloError(
+                "--judge compares generated answers: it needs --data and --fidelity-prompts > 0"
+            )
+        resolve_model_path(judge)  # fail before any long work
 
     model, tokenizer = load_model(model_path, dtype=opts.dtype)
     es = build_eval_set(
@@ -438,6 +452,13 @@ def compare_models(
             model, tokenizer = load_model(model_path, dtype=opts.dtype)
         else:
             strip_adapters(model)
+    if judge is not None:
+        from .judge import generate_judge, judge_results
+
+        del model
+        judge_model, judge_tok = load_model(judge, dtype=opts.dtype)
+        ask = generate_judge(judge_model, judge_tok, judge_max_tokens, opts.generation_batch_size)
+        judge_results(results, es.base_fidelity, ask, model_fingerprint(judge), out_dir, console)
     if out_dir is not None:
         write_report(results, out_dir, title=f"clo-mlx eval: {Path(model_path).name}")
     return results
@@ -454,6 +475,7 @@ HEADLINE_PATTERNS = (
     "ppl/",
     "answer_mc/",
     "mc/",
+    "judge/",
 )
 
 
