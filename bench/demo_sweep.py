@@ -3,7 +3,7 @@
     python bench/demo_sweep.py [--model PATH] [--out DIR] [--sizes 0.125,0.25,0.5,1.0]
                                [--methods clo,sft,dpo] [--seeds 0] [--epochs 3]
                                [--learning-rate 2e-4] [--answer-mc 60]
-    python bench/demo_sweep.py --half-vs-full 200 --seeds 0,1,2 [--half-methods clo,clo_dpop]
+    python bench/demo_sweep.py --half-vs-full 200 --seeds 0,1,2 [--half-methods clo,clo_dpop,dpo]
 
 Uses the demo corpus (English / Swahili, `clo_mlx.demo`) and, by default, the shipped demo model;
 training settings are the demo's (`clo_mlx.demo.run.DEMO_CONFIG`) except the learning rate
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--answer-mc", type=int, default=60, help="English answer-choice items")
     ap.add_argument("--half-vs-full", type=int, default=None, metavar="N")
-    ap.add_argument("--half-methods", default="clo,clo_dpop")
+    ap.add_argument("--half-methods", default="clo,clo_dpop,dpo")
     args = ap.parse_args(argv)
 
     if not (Path(args.model) / "config.json").is_file():

@@ -58,7 +58,7 @@ METHODS: dict[str, list[dict]] = {
     "clo_hinge": [{"loss": "clo", "clo": {"preference": "hinge"}}],
     "clo_simpo": [{"loss": "clo", "clo": {"preference": "simpo"}}],
     # English retention (losses.py); the weights are the demo's measured choice (README)
-    "clo_dpop": [{"loss": "clo", "clo": {"dpop_en": 5.0}}],
+    "clo_dpop": [{"loss": "clo", "clo": {"dpop_en": 5.0, "dpop_tgt": 5.0}}],
     "clo_anchor": [{"loss": "clo", "clo": {"anchor_en": 5.0}}],
 }
 __doc__ += "".join(f"\n- `{k}`: {v}" for k, v in METHODS.items())
