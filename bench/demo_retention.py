@@ -18,16 +18,26 @@ import json
 import sys
 from pathlib import Path
 
-PAPER = {"clo": {"dpop_en": 0.0, "dpop_tgt": 0.0, "anchor_en": 0.0}}  # the paper's CLO
+PAPER = {"clo": {"lambda": 0.5, "dpop_en": 0.0, "dpop_tgt": 0.0, "anchor_en": 0.0}}  # the paper's
+
+
+def _clo(**kw) -> dict:
+    return {"clo": {**PAPER["clo"], **kw}}
+
+
 SETTINGS: dict[str, dict] = {
     "paper (lambda 0.5)": PAPER,
-    "paper, nll both": {"clo": {**PAPER["clo"], "nll_languages": "both"}},
-    "dpop en 5": {"clo": {**PAPER["clo"], "dpop_en": 5.0}},
-    "dpop en 20": {"clo": {**PAPER["clo"], "dpop_en": 20.0}},
-    "dpop en+tgt 5": {"clo": {**PAPER["clo"], "dpop_en": 5.0, "dpop_tgt": 5.0}},
-    "dpop en+tgt 10": {"clo": {**PAPER["clo"], "dpop_en": 10.0, "dpop_tgt": 10.0}},
-    "anchor en 1": {"clo": {**PAPER["clo"], "anchor_en": 1.0}},
-    "anchor en 5": {"clo": {**PAPER["clo"], "anchor_en": 5.0}},
+    "dpop en 5": _clo(dpop_en=5.0),
+    "dpop en 20": _clo(dpop_en=20.0),
+    "dpop en+tgt 5": _clo(dpop_en=5.0, dpop_tgt=5.0),
+    "dpop en+tgt 10": _clo(dpop_en=10.0, dpop_tgt=10.0),
+    "dpop en 10 + tgt 5, beta 0.2": _clo(dpop_en=10.0, dpop_tgt=5.0, beta=0.2),
+    "dpop en+tgt 5, lr 1.5e-4": {**_clo(dpop_en=5.0, dpop_tgt=5.0), "learning_rate": 1.5e-4},
+    "dpop en+tgt 5, lambda 0.6 (demo default)": _clo(dpop_en=5.0, dpop_tgt=5.0, **{"lambda": 0.6}),
+    "dpop en+tgt 5, lambda 0.7": _clo(dpop_en=5.0, dpop_tgt=5.0, **{"lambda": 0.7}),
+    "dpop en+tgt 10, lambda 0.7": _clo(dpop_en=10.0, dpop_tgt=10.0, **{"lambda": 0.7}),
+    "anchor en 1": _clo(anchor_en=1.0),
+    "anchor en 5": _clo(anchor_en=5.0),
 }
 TARGETS = {"sw": 0.90, "en": 0.97, "same": 0.70, "drop": 0.5}
 
