@@ -52,6 +52,29 @@ def selected_layers(model: nn.Module, num_layers: int) -> list:
     return model.layers[-max(num_layers, 0) :] if num_layers != -1 else list(model.layers)
 
 
+def check_trainable_fits(model: nn.Module, cfg: TrainConfig) -> None:
+    """What `apply_trainable` would refuse, checked without changing the model: the keys, the
+    layer count, and a LoRA rank no larger than the smaller side of every adapted matrix."""
+    _check_keys(model, cfg.lora_parameters["keys"])
+    layers = selected_layers(model, cfg.num_layers)
+    if cfg.fine_tune_type == "full":
+        return
+    rank, keys = cfg.lora_parameters["rank"], cfg.lora_parameters["keys"]
+    found = {**dict(model.named_modules()), **(dict(layers[0].named_modules()) if layers else {})}
+    for name, module in ((k, found[k]) for k in keys if k in found):
+        module = getattr(module, "linear", module)  # already a LoRA layer (reference adapters)
+        if not isinstance(module, (nn.Linear, nn.QuantizedLinear)):
+            continue
+        out_dims, in_dims = module.weight.shape
+        if isinstance(module, nn.QuantizedLinear):
+            in_dims *= 32 // module.bits
+        if rank > min(in_dims, out_dims):
+            raise AdapterError(
+                f"lora_parameters.rank={rank} is larger than {name} ({in_dims} -> {out_dims}) "
+                f"of this model: at most {min(in_dims, out_dims)}"
+            )
+
+
 def apply_trainable(model: nn.Module, cfg: TrainConfig) -> None:
     """Freeze the model and make only the configured parameters trainable."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -163,12 +186,13 @@ def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> dict:
             _check_keys(model, keys)
         except AdapterError as e:
             raise AdapterError(f"{where}: {e} (adapters made for another model?)") from None
+    read_safetensors(adapter_path / ADAPTER_FILE)  # a truncated file: a clear error, not mlx's
     try:
         load_adapters(model, str(adapter_path))
     except ValueError as e:
         raise AdapterError(f"{adapter_path}: adapters do not fit this model: {e}") from None
     if config.get("fine_tune_type", "lora") != "full":
-        saved = mx.load(str(adapter_path / ADAPTER_FILE))
+        saved = read_safetensors(adapter_path / ADAPTER_FILE)
         leaves = ("lora_a", "lora_b", "m")
         missing = [
             k
@@ -184,9 +208,21 @@ def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> dict:
     return config
 
 
+def read_safetensors(path: str | Path) -> dict[str, mx.array]:
+    """The tensors of a safetensors file; an AdapterError naming it when it is unreadable."""
+    try:
+        return mx.load(str(path))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise AdapterError(f"{path}: unreadable safetensors file ({e})") from None
+
+
 def load_weights_into(model: nn.Module, weights_file: str | Path) -> None:
     """Load trainable weights (e.g. a checkpoint) into a model prepared by `apply_trainable`."""
-    weights = mx.load(str(weights_file))
+    load_arrays_into(model, read_safetensors(weights_file), weights_file)
+
+
+def load_arrays_into(model: nn.Module, weights: dict, weights_file: str | Path) -> None:
+    """load_weights_into for tensors already read from `weights_file` (named in errors)."""
     expected = trainable_weights(model)
     errors = [
         f"  {k}: not a trainable parameter of this model" for k in weights if k not in expected

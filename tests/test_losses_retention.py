@@ -49,6 +49,13 @@ def test_dpop_hand_value_and_gradient():
     assert g[1].item() == pytest.approx(-0.5 * 0.1 * (1 / (1 + math.exp(0.2))), rel=1e-5)
 
 
+def test_dpop_with_ipo_reports_unpenalised_rewards():
+    # IPO compares per-token log-probs: rewards/chosen = mean(beta * (pc - rc) / |yc|)
+    _, m = _loss(dpop_weight=mx.array([2.0, 0.0]), preference="ipo",
+                 rejected_tokens=mx.array([5.0, 2.0]))  # fmt: skip
+    assert m["rewards/chosen"].item() == pytest.approx(0.1 * (-2 / 4 + 1 / 3) / 2, rel=1e-5)
+
+
 def test_dpop_zero_weight_is_plain_dpo():
     plain, _ = _loss()
     zero, _ = _loss(dpop_weight=mx.array([0.0, 0.0]))

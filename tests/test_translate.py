@@ -122,6 +122,36 @@ def test_split_keeps_code_urls_numbers():
         assert s in kept
 
 
+def test_split_keeps_abbreviations_together():
+    # The old punctuation rule sent "U.S.", "Sen." and "The U.S." to the model as sentences.
+    text = "U.S. Sen. Elizabeth Warren says she will run. The U.S. Navy said it was ready."
+    todo = [p.text for p in split_text(text) if p.translate]
+    assert todo == [
+        "U.S. Sen. Elizabeth Warren says she will run.",
+        "The U.S. Navy said it was ready.",
+    ]
+    assert [p.text for p in split_text("Hi. Dr. Who stays.") if p.translate] == [
+        "Hi.",
+        "Dr. Who stays.",
+    ]
+
+
+@pytest.mark.skipif(
+    not (
+        Path(__file__).parents[1] / ".." / "shared" / "data" / "ntrex128_parallel_7lang.jsonl"
+    ).exists(),
+    reason="../shared/data/ntrex128_parallel_7lang.jsonl not present",
+)
+def test_split_real_paragraphs_rejoin_exactly():
+    path = Path(__file__).parents[1] / ".." / "shared" / "data" / "ntrex128_parallel_7lang.jsonl"
+    en = [json.loads(x)["en"] for x in path.open()]
+    for i in range(0, 600, 6):
+        text = "  ".join(en[i : i + 6]) + "\n\n- " + en[i]
+        pieces = split_text(text, max_chars=120)
+        assert "".join(p.text for p in pieces) == text
+        assert all(len(p.text) <= 120 for p in pieces if p.translate)
+
+
 def test_long_sentence_is_cut():
     text = ", ".join(["word " * 8] * 10)
     pieces = [p.text for p in split_text(text, max_chars=100)]
@@ -216,6 +246,29 @@ def test_filters_can_be_turned_off(tmp_path):
         src, tmp_path / "o.jsonl", "sw", fake_translate, filters=filters, show_progress=False
     )
     assert s["kept"] == 1
+
+
+def test_low_confidence_is_off_by_default_and_rejects_when_set(tmp_path):
+    src = write_jsonl(
+        tmp_path / "en.jsonl",
+        [{"id": 1, "prompt": "Answer briefly.", "response": "How many legs does a spider have?"}],
+    )
+
+    def scored(texts):  # the response is translated with low confidence
+        return [(GOOD_SW[t], -3.0 if "spider" in t else -0.2) for t in texts]
+
+    s = translate_file(src, tmp_path / "a.jsonl", "sw", scored, show_progress=False)
+    assert (
+        s["kept"] == 1
+        and lines(tmp_path / "a.jsonl")[0]["response_tgt"]
+        == GOOD_SW["How many legs does a spider have?"]
+    )
+    s = translate_file(
+        src, tmp_path / "b.jsonl", "sw", scored, filters=Filters(min_logprob=-1.0),
+        show_progress=False,
+    )  # fmt: skip
+    bad = lines(side_paths(tmp_path / "b.jsonl")[0])
+    assert s["reasons"]["low_confidence"] == 1 and bad[0]["detail"].startswith("response:")
 
 
 def test_bad_language_and_mismatched_output(tmp_path):
@@ -363,6 +416,12 @@ def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     )
     assert sum(summary["reasons"].values()) == len(rejected)
     assert "kept" in res.output
+    # decoding settings: the flag, else the checkpoint (no generation_config.json), else defaults
+    assert summary["generation"]["num_beams"] == {"value": 2, "from": "flag"}
+    assert summary["generation"]["length_penalty"] == {"value": 1.0, "from": "default"}
+    assert "num_beams=2 (flag)" in res.output
+    report = Path(summary["report_file"]).read_text()
+    assert all(r["id"] in report for r in rejected)
     # a second run has nothing left to do
     res = CliRunner().invoke(app, args)
     assert (

@@ -176,6 +176,7 @@ def run_demo(
     """
     from rich.console import Console
 
+    from clo_mlx.adapters import check_trainable_fits
     from clo_mlx.config import build_config
     from clo_mlx.data import load_pairs
     from clo_mlx.evaluate import answer_mc_items
@@ -218,6 +219,7 @@ def run_demo(
     )
     console.print(f"model {model_path}\ndata  {data_dir}\nadapters {cfg.adapter_path}")
     mdl, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
+    check_trainable_fits(mdl, cfg)  # e.g. --lora-rank too large: before the fidelity measurement
     before = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
     console.print(
         f"before training: {_fmt(before[LANG]['fidelity'])} of Swahili prompts answered in "
