@@ -103,19 +103,21 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    def f(v, pct=False):
-        return "–" if v is None else f"{100 * v:.0f}%" if pct else f"{v:.2f}"
+    def f(v, kind: str = "num") -> str:
+        if v is None:
+            return "–"
+        return {"pct": f"{100 * v:.0f}%", "num": f"{v:+.2f}", "int": f"{v:.0f}"}[kind]
 
     head = (
         "| setting | seed | sw fidelity | en fidelity | en = base | en log-prob change (test) "
-        "| (valid) | en answer choice | train s | all targets |"
+        "| en answer choice | train s | all targets |"
     )
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in rows:
         lines.append(
-            f"| {r['setting']} | {r['seed']} | {f(r['sw'], 1)} | {f(r['en'], 1)} | "
-            f"{f(r['same'], 1)} | {f(r['test_logp_change_en'])} | {f(r['valid_logp_change_en'])} "
-            f"| {f(r['answer_mc_en'], 1)} | {f(r['train_seconds'])} | {'yes' if meets(r) else ''} |"
+            f"| {r['setting']} | {r['seed']} | {f(r['sw'], 'pct')} | {f(r['en'], 'pct')} | "
+            f"{f(r['same'], 'pct')} | {f(r['test_logp_change_en'])} | {f(r['answer_mc_en'], 'pct')} "
+            f"| {f(r['train_seconds'], 'int')} | {'yes' if meets(r) else ''} |"
         )
     return "\n".join(lines) + "\n"
 
