@@ -13,7 +13,13 @@ from cli.main import app
 @app.command()
 def translate(
     source: Path = typer.Option(
-        ..., help="English SFT JSONL: prompt/response, Alpaca or single-turn messages rows."
+        ...,
+        help="English SFT rows (prompt/response, Alpaca, single-turn messages or ShareGPT): "
+        "JSONL, or a Hugging Face dataset (parquet/arrow, save_to_disk folder, cached id).",
+    ),
+    split: str | None = typer.Option(None, help="Hugging Face data: the split (default train)."),
+    columns: str | None = typer.Option(
+        None, help="Hugging Face data: column names, e.g. prompt=question,response=answer."
     ),
     lang: str = typer.Option(..., help="Target language (ISO 639-1, e.g. sw, yo, de, zh)."),
     output: Path = typer.Option(..., help="Parallel CLO JSONL to write (appended; resumable)."),
@@ -80,7 +86,9 @@ def translate(
         check_code(lang, where="--lang")
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--lang") from e
-    if not source.is_file():
+    from clo_mlx.hf_data import is_hf_source
+
+    if not source.is_file() and not is_hf_source(source):
         raise typer.BadParameter(f"{source}: no such file", param_hint="--source")
     if lang == "en":
         raise typer.BadParameter(
@@ -110,7 +118,7 @@ def translate(
 
     try:
         # Input files first: a bad row must not wait for the model to load.
-        read_sft(source)
+        read_sft(source, split, columns)
         for path in (output, *side_paths(output)[:1]):
             read_finished(path, lang)
         if backend == "m2m100":
@@ -131,7 +139,7 @@ def translate(
         summary = translate_file(
             source, output, lang, fn, batch_size=batch_size, filters=filters,
             max_chars=max_chars, limit=limit, show_progress=progress,
-            generation=getattr(fn, "settings", None),
+            generation=getattr(fn, "settings", None), split=split, columns=columns,
         )  # fmt: skip
     except (DataError, ValueError) as e:
         fail(e)

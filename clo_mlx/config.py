@@ -54,6 +54,8 @@ def _default_clo() -> dict:
 class TrainConfig:
     model: str | None = None
     data: str | None = None
+    data_split: str | None = None  # Hugging Face data: the split to train on (default: splits)
+    data_columns: dict | None = None  # Hugging Face data: {name clo-mlx reads: column}
     train: bool = True
     fine_tune_type: str = "lora"
     num_layers: int = -1  # -1: all layers (the paper adapts attention in every layer)
@@ -89,6 +91,8 @@ class TrainConfig:
     test_batches: int = -1
     clear_cache_threshold: int = 0
     trust_remote_code: bool = False
+    report_to: str | None = None  # mlx-lm's key: comma-separated wandb, swanlab, tensorboard
+    project_name: str | None = None  # tracker project (default clo-mlx)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,7 +217,7 @@ def _validate(cfg: dict, where: str) -> None:
     keys = cfg["lora_parameters"]["keys"]
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"{where}: lora_parameters.keys must be a non-empty list of module paths")
-    # `not x > 0` also catches NaN, which every ordered comparison lets through.
+    # Written as `not (x >= 0 ...)`: NaN fails every comparison, so `x < 0` would let it through.
     if not (cfg["learning_rate"] >= 0 and math.isfinite(cfg["learning_rate"])):
         raise ConfigError(
             f"{where}: learning_rate must be a finite number >= 0, got {cfg['learning_rate']}"
@@ -252,6 +256,12 @@ def _validate(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}: clear_cache_threshold must be >= 0")
     _check_schedule(cfg["lr_schedule"], where)
     optimizer_kwargs(cfg["optimizer"], cfg["optimizer_config"], where)
+    from .reporting import parse_report_to
+
+    try:
+        parse_report_to(cfg["report_to"], f"{where}: report_to")
+    except CloError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_schedule(schedule: dict | None, where: str) -> None:
@@ -314,8 +324,8 @@ def optimizer_kwargs(optimizer: str, config: dict, where: str = "config") -> dic
         label = "optimizer_config"
     cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
            "adafactor": optim.Adafactor}[optimizer]  # fmt: skip
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)]
-    valid = [p for p in params if p != "learning_rate"]
+    params = inspect.signature(cls.__init__).parameters
+    valid = [p for p in params if p not in ("self", "learning_rate")]
     for key in config:
         if key not in valid:
             raise ConfigError(

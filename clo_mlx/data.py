@@ -139,10 +139,11 @@ def _check_field_names(obj: dict, fields: tuple[str, ...], where: str) -> None:
             raise DataError(f"{where}: unknown field {key!r}. Did you mean {near[0]!r}?")
 
 
-def load_rows(path: str | Path) -> tuple[str, list[dict]]:
-    """Validate a JSONL data file; return its format and rows (with `_line` added)."""
+def load_rows(path: str | Path, lines: list | None = None) -> tuple[str, list[dict]]:
+    """Validate a JSONL data file (or `lines` read from `path`, see hf_data); return its
+    format and rows (with `_line` added)."""
     path = Path(path)
-    lines = read_jsonl(path)
+    lines = read_jsonl(path) if lines is None else lines
     if not lines:
         raise DataError(f"{path}: no rows")
     first_line, first = lines[0]
@@ -226,6 +227,18 @@ def resolve_splits(data: str | Path) -> dict[str, Path]:
     raise DataError(f"{data}: no such data file or folder")
 
 
-def load_splits(data: str | Path) -> dict[str, list[Pair]]:
-    """Validated pairs for each split present (all files are checked before returning)."""
+def load_splits(
+    data: str | Path, split: str | None = None, columns: dict | None = None
+) -> dict[str, list[Pair]]:
+    """Validated pairs for each split present (all files are checked before returning).
+    `data` may also be a Hugging Face dataset (hf_data: `split`, `columns`)."""
+    from . import hf_data
+
+    if hf_data.is_hf_source(data):
+        return {
+            name: rows_to_pairs(*load_rows(label, lines), source=label)
+            for name, (label, lines) in hf_data.training_splits(data, split, columns).items()
+        }
+    if split is not None or columns:
+        raise DataError(f"{data}: data_split and data_columns apply to Hugging Face datasets")
     return {split: load_pairs(path) for split, path in resolve_splits(data).items()}

@@ -7,7 +7,6 @@ compiled shapes repeat; reference log-probs come precomputed (see reference.py).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
+from . import reporting
 from .adapters import save_adapters, trainable_weights
 from .batching import (
     bucket_length,
@@ -34,6 +34,7 @@ from .errors import CloError
 from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
+from .memory import with_wired_limit
 from .tokens import EncodedPair
 
 # ----------------------------------------------------------------------------- data for a step
@@ -268,6 +269,7 @@ def spread_batches(n_batches: int, num: int, seed: int) -> list[int]:
     return [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
+@with_wired_limit
 def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: int = -1) -> dict:
     """Preference metrics on held-out pairs, over all pairs at once (not averaged per batch).
 
@@ -396,6 +398,7 @@ def _grad_checkpoint(layer: nn.Module) -> None:
     grad_checkpoint(layer)
 
 
+@with_wired_limit
 def train(
     model: nn.Module,
     cfg: TrainConfig,
@@ -406,6 +409,8 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
+    training_callback: reporting.Tracker | None = None,
+    verbose: bool = False,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
 
@@ -414,6 +419,8 @@ def train(
     Every save_every steps: adapters (mlx-lm layout) and a resumable checkpoint. To resume, pass
     the step and the optimizer restored by `checkpoint.load_checkpoint`: the batch order and the
     RNG depend only on (seed, step), so a resumed run continues exactly.
+    `training_callback` (mlx-lm's TrainingCallback shape) gets reports and evals; without one,
+    the trackers of cfg.report_to are made here and closed at the end.
     """
     from rich.console import Console
     from rich.progress import (
@@ -451,8 +458,11 @@ def train(
         finite = mx.all(mx.stack([mx.isfinite(w).all() for w in trainable_weights(model).values()]))
         return metrics, None, finite
 
+    callback = training_callback or reporting.make_trackers(
+        cfg.report_to, cfg.project_name, adapter_path, cfg.to_dict()
+    )
     result = TrainResult()
-    sums: dict[str, float] = {}
+    sums: dict[str, mx.array] = {}  # metrics stay arrays: read once per report, not per step
     n_steps, n_good, n_tokens, elapsed, trained_tokens = 0, 0, 0, 0.0, 0
     grad, pending = None, 0  # summed gradients of `pending` steps not applied yet
     saved_step = start_step  # the last step whose adapters and checkpoint are on disk (0: none)
@@ -475,12 +485,9 @@ def train(
             record["val_time"] = time.perf_counter() - tic
             result.evals.append(record)
             append_jsonl(metrics_file, [{"type": "eval", **record}])
-            shown = ", ".join(
-                f"{k} {v:.3f}"
-                for k, v in record.items()
-                if k not in ("step", "val_time") and isinstance(v, float)
-            )
-            console.print(f"[cyan]eval[/] step {it}: {shown}")
+            if callback is not None:
+                callback.on_val_loss_report({"iteration": it, **record})
+            console.print(reporting.eval_line(record, verbose), style="cyan", highlight=False)
 
     columns = (
         TextColumn("[bold]train"),
@@ -520,11 +527,12 @@ def train(
                     )
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
-                        values[k] = values.get(k, 0.0) + v.item()
+                        values[k] = values.get(k, 0.0) + v
                 elapsed += time.perf_counter() - tic
                 if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
                     mx.clear_cache()
-                if not math.isfinite(values["loss"]) or not finite.item():
+                # The one host read of a step: whether the loss and the updated weights are finite.
+                if not (finite & mx.isfinite(values["loss"])).item():
                     # Undo the step: the weights before it are still referenced in `before`.
                     model.update(tree_unflatten(list(before[0].items())))
                     _assign_inplace(optimizer.state, before[1])
@@ -538,7 +546,8 @@ def train(
                             f"{min(cfg.save_every, cfg.iters)})"
                         )
                         raise NonFiniteLoss(
-                            f"non-finite loss or weights at step {it} (loss {values['loss']}); "
+                            f"non-finite loss or weights at step {it} "
+                            f"(loss {values['loss'].item()}); "
                             f"stopped. {saved} (lower the learning rate, check the data, or set "
                             "skip_nonfinite: true)."
                         )
@@ -551,14 +560,13 @@ def train(
                 n_good += bool(values)  # report averages are over the steps not skipped
                 n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
                 n_steps += 1
-                info = f"loss {values['loss']:.3f}" if values else "skipped"
-                progress.update(task, advance=1, info=info)
+                progress.update(task, advance=1, **({} if values else {"info": "skipped"}))
 
                 if it % cfg.steps_per_report == 0 or it == cfg.iters:
                     trained_tokens += n_tokens
                     report = {
                         "step": it,
-                        **{k: v / n_good for k, v in sums.items()},
+                        **{k: (v / n_good).item() for k, v in sums.items()},
                         "learning_rate": float(optimizer.learning_rate.item()),
                         "tokens_per_second": n_tokens / elapsed,
                         "steps_per_second": n_steps / elapsed,
@@ -569,22 +577,10 @@ def train(
                     append_jsonl(metrics_file, [{"type": "train", **report}])
                     if on_report is not None:
                         on_report(report)
-                    shown = ", ".join(
-                        f"{k} {report[k]:.3f}"
-                        for k in (
-                            "loss",
-                            "rewards/margins",
-                            "rewards/accuracies",
-                            "nll/target",
-                            "nll/train",
-                        )
-                        if k in report
-                    )
-                    progress.console.print(
-                        f"step {it}: {shown}, lr {report['learning_rate']:.2e}, "
-                        f"{report['tokens_per_second']:.0f} tok/s, "
-                        f"peak {report['peak_memory_gb']:.2f} GB"
-                    )
+                    if callback is not None:
+                        callback.on_train_loss_report({"iteration": it, **report})
+                    progress.console.print(reporting.train_line(report, verbose), highlight=False)
+                    progress.update(task, info=f"loss {report['loss']:.3f}" if n_good else "")
                     sums, n_steps, n_good, n_tokens, elapsed = {}, 0, 0, 0, 0.0
 
                 if it % cfg.steps_per_eval == 0 or it == cfg.iters:
@@ -606,6 +602,8 @@ def train(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."
                     )
+    if callback is not None and training_callback is None:
+        callback.on_run_end(reporting.final_metrics(result.evals))
     return result
 
 

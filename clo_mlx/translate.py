@@ -117,6 +117,10 @@ def _text(obj: dict, key: str, where: str, allow_empty: bool = False) -> str:
 
 def sft_pair(obj: dict, where: str) -> tuple[str, str]:
     """(prompt, response) of one English SFT row in any supported format."""
+    if "conversations" in obj and "messages" not in obj:  # ShareGPT
+        from .hf_data import sharegpt_messages
+
+        obj = {**obj, "messages": sharegpt_messages(obj["conversations"], where)}
     if "messages" in obj:
         msgs = obj["messages"]
         if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
@@ -144,14 +148,23 @@ def sft_pair(obj: dict, where: str) -> tuple[str, str]:
     )
 
 
-def read_sft(path: str | Path) -> list[dict]:
+def read_sft(
+    path: str | Path, split: str | None = None, columns: dict | str | None = None
+) -> list[dict]:
     """English SFT rows as `{"id","prompt","response"}`; errors name file, line and field.
 
     Rows without an `id` get `"<line>-<hash of the texts>"`, so an edited line is redone.
+    `path` may also be a Hugging Face dataset (see hf_data; `split`, `columns`).
     """
+    from . import hf_data
+
     path = Path(path)
+    if hf_data.is_hf_source(path):
+        path, lines = hf_data.read_source(path, split, columns)
+    else:
+        lines = read_jsonl(path)
     rows, seen = [], {}
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in lines:
         where = f"{path}:{lineno}"
         prompt, response = sft_pair(obj, where)
         if "id" in obj:
@@ -519,6 +532,8 @@ def translate_file(
     limit: int | None = None,
     show_progress: bool = True,
     generation: dict | None = None,
+    split: str | None = None,
+    columns: dict | str | None = None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
 
@@ -533,7 +548,7 @@ def translate_file(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     rejected_path, summary_path = side_paths(output)
-    rows = read_sft(source)
+    rows = read_sft(source, split, columns)
     if limit is not None:
         rows = rows[:limit]
     kept = read_finished(output, lang)

@@ -205,7 +205,8 @@ def test_ensure_fast_blas_reexecs_with_an_installed_openblas(tmp_path):
     assert out["MAPPED"] == "True" and out["ACTIVE"] == os.path.realpath(lib)
     assert f"using OpenBLAS {lib}" in proc.stderr
     # Without the override it finds an OpenBLAS by itself (this one, or the linux-fast wheel's).
-    out = _child_output(proc := _run(CHILD, tmp_path))
+    # A fresh cache: the line is shown once per library and machine.
+    out = _child_output(proc := _run(CHILD, tmp_path / "fresh"))
     assert "using OpenBLAS" in proc.stderr and float(out["ERR"]) < 1e-3
     assert out["ACTIVE"] not in bundled_reference_blas()
     assert "openblas" in Path(out["ACTIVE"]).name
@@ -259,3 +260,31 @@ def test_doctor_names_the_blas_in_use(tmp_path):
     lines = _doctor(tmp_path, CLO_MLX_NO_FAST_BLAS="1")
     assert lines["blas"].endswith("[reference (slow)]")
     assert os.path.realpath(lines["blas"].split(" [")[0]) in bundled_reference_blas()
+
+
+def test_only_computing_commands_look_for_a_blas():
+    from cli.main import computes
+
+    assert not computes([]) and not computes(["--help"]) and not computes(["train", "--help"])
+    assert not computes(["data", "oasst", "--input", "x"])
+    assert computes(["train", "--config", "c.yaml"]) and computes(["doctor"])
+
+
+@LINUX_ONLY
+def test_help_looks_for_no_blas(tmp_path):
+    for args in (["--help"], ["train", "--help"]):
+        proc = _run(["-c", "from cli.main import main; main()", *args], tmp_path)
+        assert proc.returncode == 0 and "BLAS" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "clo-mlx" / "blas-probe.json").exists()  # no probe ran
+
+
+@NEEDS_OPENBLAS
+def test_the_openblas_line_is_shown_once(tmp_path):
+    doctor = ["-c", "from cli.main import main; main()", "doctor", "--matmul-size", "64"]
+    lib = SYSTEM_OPENBLAS[0]
+    first = _run(doctor, tmp_path, CLO_MLX_BLAS=lib)
+    second = _run(doctor, tmp_path, CLO_MLX_BLAS=lib)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stderr.count("using OpenBLAS") == 1
+    assert "using OpenBLAS" not in second.stderr
+    assert "[optimized]" in second.stdout  # still re-executed with it

@@ -537,3 +537,22 @@ def test_a_response_starting_at_token_0_still_has_response_tokens():
     assert (ids, start) == ([6, 7, 8, 2], 1)  # nothing predicts token 0
     _, targets, mask = collate([([6, 7, 8, 2], 0)], 8)  # before: an empty mask
     assert mask[0].tolist()[:4] == [1, 1, 1, 0] and targets[0].tolist()[:3] == [7, 8, 2]
+
+
+def test_the_fit_check_leaves_the_model_untouched(tiny_llama, parallel_data, tmp_path):
+    """check_trainable tries resume_adapter_file on a copy sharing the weights: the model the
+    reference pass then uses is still the plain base."""
+    from mlx.utils import tree_flatten
+
+    from clo_mlx.models import load_model
+    from clo_mlx.run import check_trainable
+
+    cfg = cfg_for(tiny_llama, parallel_data, tmp_path, iters=1)
+    run_training(cfg, console=quiet()[0])
+    model, _ = load_model(str(tiny_llama))
+    before = dict(tree_flatten(model.parameters()))
+    resume = replace(cfg, resume_adapter_file=str(tmp_path / "ad" / "adapters.safetensors"))
+    check_trainable(model, resume, None, None)
+    after = dict(tree_flatten(model.parameters()))
+    assert after.keys() == before.keys() and not any("lora" in k for k in after)
+    assert all(after[k] is before[k] for k in before)  # the same arrays, none replaced

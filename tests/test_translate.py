@@ -190,7 +190,7 @@ GOOD_SW = {
     "Name three colours that you like very much.": "Rangi.",  # far too short
     "Tell me a story about a lion.": "Simba simba simba simba simba simba simba.",
     "Say hello.": "",
-    "What is 12 plus 30?": "Kumi na mbili jumlisha thelathini ni ngapi?",  # digits lost
+    "What is 12 plus 30?": "Kumi na tatu jumlisha thelathini ni ngapi?",  # 12 became 13
     "Visit [[0]] for the news today.": "Tembelea kwa habari za leo.",  # placeholder lost
     "Answer briefly.": "Jibu kwa ufupi.",
 }

@@ -167,6 +167,7 @@ def run_demo(
     model: str | Path | None = None,
     n_eval: int | None = None,
     console=None,
+    verbose: bool = False,
     **overrides,
 ) -> dict:
     """Train on the demo corpus and measure language fidelity before and after; return the numbers.
@@ -246,7 +247,9 @@ def run_demo(
         return {f"fidelity/{k}": v["fidelity"] for k, v in res.items()}
 
     t_train = time.perf_counter()
-    result = train(mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console)
+    result = train(
+        mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console, verbose=verbose
+    )
     train_seconds = time.perf_counter() - t_train
     mdl.eval()
     after = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
