@@ -316,6 +316,7 @@ def test_strip_adapters_removes_dora_layers(tiny_llama, tmp_path):
     ids, start = encode_pair(tok, "Taja rangi tatu.", "Nyekundu, kijani na bluu.")
     before = np_response_logp(model, ids, start)[0]
     cfg = build_config(overrides={"fine_tune_type": "dora", "lora_parameters": {"rank": 2}})
+    mx.random.seed(0)  # DoRA's lora_a init draws from MLX's global RNG: fixed, whatever ran before
     apply_trainable(model, cfg)
     set_random_trainable(model, seed=0, suffix="lora_b")
     save_adapters(model, tmp_path / "dora", cfg)
