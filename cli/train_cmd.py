@@ -158,6 +158,10 @@ def train(
             overrides[key] = given
 
     if config is None and model is None and data is None:
+        if dry_run:
+            raise typer.BadParameter(
+                "plans a run of your own: give -c, --model or --data", param_hint="--dry-run"
+            )
         from clo_mlx.demo.run import run_demo, run_demo_comparison
 
         demo_overrides = {k: v for k, v in overrides.items() if v is not None}
