@@ -371,7 +371,7 @@ def eos_token_ids(path: Path, config: dict) -> list[int] | None:
     return ids or None
 
 
-def load_tokenizer_checked(path: Path, config: dict, trust_remote_code: bool = False):
+def load_tokenizer_checked(path: Path, trust_remote_code: bool = False):
     """mlx-lm's tokenizer wrapper for the folder, with every eos id; errors are `ModelError`s."""
     from mlx_lm.utils import load_tokenizer
 
@@ -379,7 +379,9 @@ def load_tokenizer_checked(path: Path, config: dict, trust_remote_code: bool = F
         return load_tokenizer(
             path,
             {"trust_remote_code": True} if trust_remote_code else None,
-            eos_token_ids=eos_token_ids(path, config),
+            # config.json as written: mlx-lm's load_config replaces its eos ids by
+            # generation_config's.
+            eos_token_ids=eos_token_ids(path, read_config(path)),
         )
     except ModelError:
         raise
@@ -411,8 +413,8 @@ def load_model(
     """(model, tokenizer) from a local folder; `dtype="auto"` means float32 on a CPU-only backend."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = resolve_model_path(path_or_repo)
-    model, config = load_mlx_model(path, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer_checked(path, config, trust_remote_code)
+    model, _ = load_mlx_model(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer_checked(path, trust_remote_code)
     target = {
         "auto": mx.float32 if is_cpu_only() else None,
         "float32": mx.float32,
