@@ -7,7 +7,6 @@ compiled shapes repeat; reference log-probs come precomputed (see reference.py).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from .errors import CloError
 from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
+from .memory import with_wired_limit
 from .tokens import EncodedPair
 
 # ----------------------------------------------------------------------------- data for a step
@@ -254,6 +254,7 @@ def spread_batches(n_batches: int, num: int, seed: int) -> list[int]:
     return [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
+@with_wired_limit
 def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: int = -1) -> dict:
     """Preference metrics on held-out pairs, over all pairs at once (not averaged per batch).
 
@@ -380,6 +381,7 @@ def _grad_checkpoint(layer: nn.Module) -> None:
     grad_checkpoint(layer)
 
 
+@with_wired_limit
 def train(
     model: nn.Module,
     cfg: TrainConfig,
@@ -390,7 +392,7 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
-    training_callback=None,
+    training_callback: reporting.Tracker | None = None,
     verbose: bool = False,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
@@ -443,7 +445,7 @@ def train(
         cfg.report_to, cfg.project_name, adapter_path, cfg.to_dict()
     )
     result = TrainResult()
-    sums: dict[str, float] = {}
+    sums: dict[str, mx.array] = {}  # metrics stay arrays: read once per report, not per step
     n_steps, n_good, n_tokens, elapsed, trained_tokens = 0, 0, 0, 0.0, 0
     grad, pending = None, 0  # summed gradients of `pending` steps not applied yet
     saved_step = start_step  # the last step whose adapters and checkpoint are on disk (0: none)
@@ -508,11 +510,12 @@ def train(
                     )
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
-                        values[k] = values.get(k, 0.0) + v.item()
+                        values[k] = values.get(k, 0.0) + v
                 elapsed += time.perf_counter() - tic
                 if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
                     mx.clear_cache()
-                if not math.isfinite(values["loss"]) or not finite.item():
+                # The one host read of a step: whether the loss and the updated weights are finite.
+                if not (finite & mx.isfinite(values["loss"])).item():
                     # Undo the step: the weights before it are still referenced in `before`.
                     model.update(tree_unflatten(list(before[0].items())))
                     _assign_inplace(optimizer.state, before[1])
@@ -526,7 +529,8 @@ def train(
                             f"{min(cfg.save_every, cfg.iters)})"
                         )
                         raise NonFiniteLoss(
-                            f"non-finite loss or weights at step {it} (loss {values['loss']}); "
+                            f"non-finite loss or weights at step {it} "
+                            f"(loss {values['loss'].item()}); "
                             f"stopped. {saved} (lower the learning rate, check the data, or set "
                             "skip_nonfinite: true)."
                         )
@@ -539,14 +543,13 @@ def train(
                 n_good += bool(values)  # report averages are over the steps not skipped
                 n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
                 n_steps += 1
-                info = f"loss {values['loss']:.3f}" if values else "skipped"
-                progress.update(task, advance=1, info=info)
+                progress.update(task, advance=1, **({} if values else {"info": "skipped"}))
 
                 if it % cfg.steps_per_report == 0 or it == cfg.iters:
                     trained_tokens += n_tokens
                     report = {
                         "step": it,
-                        **{k: v / n_good for k, v in sums.items()},
+                        **{k: (v / n_good).item() for k, v in sums.items()},
                         "learning_rate": float(optimizer.learning_rate.item()),
                         "tokens_per_second": n_tokens / elapsed,
                         "steps_per_second": n_steps / elapsed,
@@ -560,6 +563,7 @@ def train(
                     if callback is not None:
                         callback.on_train_loss_report({"iteration": it, **report})
                     progress.console.print(reporting.train_line(report, verbose), highlight=False)
+                    progress.update(task, info=f"loss {report['loss']:.3f}" if n_good else "")
                     sums, n_steps, n_good, n_tokens, elapsed = {}, 0, 0, 0, 0.0
 
                 if it % cfg.steps_per_eval == 0 or it == cfg.iters:
