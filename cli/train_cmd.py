@@ -95,6 +95,12 @@ def train(
     compare_sft: bool = typer.Option(
         False, help="Demo only: also run SFT on the same rows and compare."
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check everything, time one reference batch and two steps, print the plan "
+        "(pairs, tokens, buckets, estimated times, peak memory); write no adapters.",
+    ),
 ) -> None:
     """Train adapters with CLO (default), SFT or DPO. No arguments: the built-in offline demo."""
     from clo_mlx.config import build_config
@@ -161,4 +167,9 @@ def train(
             run_demo(verbose=verbose, **demo_overrides)
         return
     cfg = build_config(config, overrides)
+    if dry_run:
+        from clo_mlx.plan import dry_run as plan_run
+
+        plan_run(cfg, overwrite=overwrite)
+        return
     run_training(cfg, overwrite=overwrite, verbose=verbose)
