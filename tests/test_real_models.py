@@ -536,3 +536,22 @@ def test_eos_ids_of_config_and_generation_config_count(real, tmp_path):
     words = word_ids(tok, "Jambo rafiki")
     model = scripted(path, [*words, 128008, *word_ids(tok, " zaidi")])
     assert generate_responses(model, tok, ["Habari?"], max_tokens=12) == ["Jambo rafiki"]
+
+
+def test_doctor_describes_a_real_model(real):
+    from clo_mlx.doctor import compare_with_transformers, describe_model
+
+    info = describe_model(str(real["llama3"]["hf5"]))
+    assert info["model_type"] == "llama" and info["vocab_size"] == 128256
+    assert info["rope_config_style"].startswith("rope_parameters")
+    assert info["rope_theta"] == 500000.0 and info["rope_scaling"]["rope_type"] == "llama3"
+    assert info["stored_dtypes"] == {"BF16": info["stored_values"]}
+    assert info["eos"] == [
+        (128001, "<|end_of_text|>"),
+        (128008, "<|eom_id|>"),
+        (128009, "<|eot_id|>"),
+    ]
+    assert info["example_response"] == "Nairobi is the capital of Kenya.<|eot_id|>"
+    assert info["example_prompt"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    d = compare_with_transformers(info["path"], info["_model"], info["_ids"])
+    assert d < 1e-4, d
