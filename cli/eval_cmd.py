@@ -76,5 +76,9 @@ def eval_command(
         names=name or None,
         include_base=base,
     )
+    from clo_mlx import distributed
+
+    if not distributed.is_main():  # under mlx.launch only rank 0 reports
+        return
     typer.echo(markdown_table(results))
     typer.echo(f"report written to {out}/report.json, report.md, report.png", err=True)

@@ -80,6 +80,10 @@ def translate(
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from e
+    from clo_mlx import distributed
+
+    if not distributed.is_main():  # under mlx.launch only rank 0 reports
+        return
     table = Table(title=f"translate -> {summary['lang']}")
     table.add_column("rows")
     table.add_column("count", justify="right")

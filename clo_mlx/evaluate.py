@@ -26,6 +26,7 @@ from pathlib import Path
 import mlx.nn as nn
 import numpy as np
 
+from . import distributed
 from .config import TrainConfig, build_config
 from .data import Pair, load_pairs
 from .io import atomic_write_json, atomic_write_text
@@ -351,7 +352,7 @@ def compare_models(
             model, tokenizer = load_model(model_path, dtype=opts.dtype)
         else:
             strip_adapters(model)
-    if out_dir is not None:
+    if out_dir is not None and distributed.is_main():
         write_report(results, out_dir, title=f"clo-mlx eval: {Path(model_path).name}")
     return results
 

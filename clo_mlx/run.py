@@ -12,8 +12,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from . import distributed
 from .adapters import apply_trainable, count_parameters, load_weights_into
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
 from .models import file_fingerprint, load_model, model_fingerprint
@@ -41,9 +42,7 @@ class Prepared:
 
 
 def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return distributed.console()  # silent on ranks other than 0 under mlx.launch
 
 
 def pair_data(
@@ -87,6 +86,9 @@ def prepare(
         if cfg.data is None:
             raise ConfigError("no data given (set `data` in the config or pass --data)")
         splits = load_splits(cfg.data)
+    if "train" in splits:
+        unit = 1 if cfg.loss == "sft" or all(p.kind == "pair" for p in splits["train"]) else 2
+        distributed.check_batch_divides(cfg.batch_size, unit, "rows" if unit > 1 else "items")
     ref_adapters = cfg.reference_adapter_path
     if ref_adapters and model is not None:
         raise ConfigError("reference_adapter_path needs the model given by path (`model`)")
@@ -162,6 +164,26 @@ def attach_adapters(model, cfg: TrainConfig, console=None) -> None:
     )
 
 
+def resume_checkpoint(cfg: TrainConfig, model, optimizer) -> int:
+    """load_checkpoint on rank 0, its weights, optimizer state and step broadcast to all ranks."""
+    if distributed.size() == 1:
+        return load_checkpoint(cfg.adapter_path, model, optimizer, cfg)
+    error, start = None, -1
+    if distributed.is_main():
+        try:
+            start = load_checkpoint(cfg.adapter_path, model, optimizer, cfg)
+        except CheckpointError as e:
+            error = str(e)
+    else:
+        optimizer.init(model.trainable_parameters())
+    start, error = distributed.broadcast_json([start, error])
+    if error is not None:
+        raise CheckpointError(error if distributed.is_main() else f"rank 0: {error}")
+    model.update(distributed.tree_broadcast(model.trainable_parameters()))
+    optimizer.state = distributed.tree_broadcast(optimizer.state)
+    return start
+
+
 def run_training(cfg: TrainConfig, console=None, **train_kwargs) -> tuple[Prepared, TrainResult]:
     """The whole run: prepare, attach adapters, train, and evaluate on test when asked."""
     console = console or _console()
@@ -170,7 +192,7 @@ def run_training(cfg: TrainConfig, console=None, **train_kwargs) -> tuple[Prepar
     np.random.seed(cfg.seed)
     if cfg.resume:
         optimizer = build_optimizer(cfg)
-        start = load_checkpoint(cfg.adapter_path, prep.model, optimizer, cfg)
+        start = resume_checkpoint(cfg, prep.model, optimizer)
         console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
         train_kwargs.update(start_step=start, optimizer=optimizer)
     result = train(prep.model, cfg, prep.train, prep.valid, console=console, **train_kwargs)

@@ -20,7 +20,8 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
-from .adapters import save_adapters, trainable_weights
+from . import distributed
+from .adapters import ADAPTER_FILE, save_adapters, trainable_weights
 from .batching import (
     bucket_length,
     collate,
@@ -205,7 +206,26 @@ def micro_batches(
         )
     else:
         tokens = sum(mask.sum() for _, _, mask, _ in parts)
-    return parts, mx.stack([mx.array(float(len(idx))), mx.maximum(tokens, 1.0)])
+    # Data-parallel: `idx` is this rank's share and the totals are the global batch's.
+    totals = distributed.all_sum(mx.stack([mx.array(float(len(idx))), tokens.astype(mx.float32)]))
+    return parts, mx.stack([totals[0], mx.maximum(totals[1], 1.0)])
+
+
+def rank_share(data: PairData | SequenceData, idx: list[int]) -> list[int]:
+    """This rank's part of a global batch: every size-th unit (a row's pairs stay together)."""
+    if distributed.size() == 1:
+        return idx
+    keys = [data.encoded[i].pair.row for i in idx] if isinstance(data, PairData) else idx
+    units: dict[int, list[int]] = {}
+    for k, i in zip(keys, idx, strict=True):
+        units.setdefault(k, []).append(i)
+    return distributed.shard_units(list(units.values()))
+
+
+def check_batch_divides(data: PairData | SequenceData, batch_size: int) -> None:
+    """The global batch must split into equal numbers of whole units across the ranks."""
+    unit = max(len(u) for u in data.units())
+    distributed.check_batch_divides(batch_size, unit, "rows" if unit > 1 else "items")
 
 
 def micro_batch_pairs(data: PairData | SequenceData, idx: list[int], cfg: TrainConfig) -> int:
@@ -255,18 +275,29 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
     batches = unit_batches(data, cfg.batch_size, full=False)
     if num_batches != -1:
         batches = batches[:num_batches]
-    order, logps, ntoks = [], [], []
-    for idx in batches:
+    order = [i for idx in batches for i in idx]
+    if not order:
+        model.train(was_training)
+        return {}
+    # Data-parallel: each rank scores every size-th batch; the scores are gathered to all ranks.
+    mine, logps, ntoks = [], [], []
+    for idx in distributed.shard(batches):
         inputs, targets, mask, *_, start = data.batch(idx, cfg.max_seq_length)
         lp, nt = logp_fn(inputs, targets, mask, start=start)
         P = len(idx)
         logps.append(mx.stack([lp[:P], lp[P:]]))  # [2, P]
         ntoks.append(mx.stack([nt[:P], nt[P:]]))  # [2, P]
-        order += idx
+        mine += idx
     model.train(was_training)
-    if not order:
-        return {}
-    logps, ntoks = mx.concatenate(logps, axis=1), mx.concatenate(ntoks, axis=1)
+    position = {i: p for p, i in enumerate(order)}
+    scores = {"logps": np.zeros((0, 2), np.float32), "ntoks": np.zeros((0, 2), np.float32)}
+    if mine:
+        scores = {
+            "logps": np.array(mx.concatenate(logps, axis=1)).T.astype(np.float32),
+            "ntoks": np.array(mx.concatenate(ntoks, axis=1)).T.astype(np.float32),
+        }
+    scores = distributed.gather_rows(scores, [position[i] for i in mine], len(order))
+    logps, ntoks = mx.array(scores["logps"].T), mx.array(scores["ntoks"].T)
     ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
     nll_w = mx.array(data.nll_weight[order])
     kinds = np.array([data.encoded[i].pair.kind for i in order])
@@ -380,7 +411,6 @@ def train(
     the step and the optimizer restored by `checkpoint.load_checkpoint`: the batch order and the
     RNG depend only on (seed, step), so a resumed run continues exactly.
     """
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         Progress,
@@ -389,11 +419,14 @@ def train(
         TimeRemainingColumn,
     )
 
-    console = console or Console(stderr=True)
+    console = console or distributed.console()
+    main = distributed.is_main()  # data-parallel: only rank 0 prints and writes files
+    check_batch_divides(train_data, cfg.batch_size)
     adapter_path = Path(cfg.adapter_path)
-    adapter_path.mkdir(parents=True, exist_ok=True)
     metrics_file = adapter_path / "metrics.jsonl"
-    _truncate_metrics(metrics_file, start_step)
+    if main:
+        adapter_path.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_file, start_step)
     if cfg.grad_checkpoint:
         _grad_checkpoint(model.layers[0])
     optimizer = optimizer or build_optimizer(cfg)
@@ -408,6 +441,7 @@ def train(
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if not do_update:
             return metrics, grad, mx.array(True)
+        grad = distributed.sum_gradients(grad)
         if accum > 1:
             grad = tree_map(lambda g: g / accum, grad)
         optimizer.update(model, grad)
@@ -437,7 +471,8 @@ def train(
         if len(record) > 1:
             record["val_time"] = time.perf_counter() - tic
             result.evals.append(record)
-            append_jsonl(metrics_file, [{"type": "eval", **record}])
+            if main:
+                append_jsonl(metrics_file, [{"type": "eval", **record}])
             shown = ", ".join(
                 f"{k} {v:.3f}"
                 for k, v in record.items()
@@ -460,7 +495,7 @@ def train(
         else f"automatic, <= {AUTO_MICRO_BATCH_TOKENS:,} padded tokens"
     )
     console.print(f"batches of {cfg.batch_size} {unit}; forward/backward passes: {per_pass}")
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=not main) as progress:
         task = progress.add_task("train", total=cfg.iters, completed=start_step, info="")
         if start_step == 0:
             run_eval(0)
@@ -468,6 +503,7 @@ def train(
         with _StopOnSigint() as sigint:
             for it in range(start_step + 1, cfg.iters + 1):
                 _, _, idx = next(stream)
+                idx = rank_share(train_data, idx)
                 parts, totals = micro_batches(train_data, idx, cfg)
                 mx.random.seed(cfg.seed * 1_000_003 + it)  # RNG (dropout) fixed by (seed, step)
                 before = (trainable_weights(model), tree_map(lambda x: x, optimizer.state))
@@ -479,6 +515,10 @@ def train(
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
                         values[k] = values.get(k, 0.0) + v.item()
+                # Global numbers: every rank's shares summed, and a Ctrl-C on any rank stops all.
+                values, (batch_tokens, stop) = distributed.sum_step(
+                    values, _count_tokens(train_data, idx), float(sigint.requested)
+                )
                 elapsed += time.perf_counter() - tic
                 if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
                     mx.clear_cache()
@@ -497,7 +537,7 @@ def train(
                     values = {}
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
-                n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
+                n_tokens += int(batch_tokens)
                 n_steps += 1
                 info = f"loss {values['loss']:.3f}" if values else "skipped"
                 progress.update(task, advance=1, info=info)
@@ -514,8 +554,9 @@ def train(
                         "peak_memory_gb": mx.get_peak_memory() / 1e9,
                     }
                     result.reports.append(report)
-                    append_jsonl(metrics_file, [{"type": "train", **report}])
-                    if on_report is not None:
+                    if main:
+                        append_jsonl(metrics_file, [{"type": "train", **report}])
+                    if on_report is not None and main:
                         on_report(report)
                     shown = ", ".join(
                         f"{k} {report[k]:.3f}"
@@ -539,15 +580,18 @@ def train(
                     run_eval(it)
                 at_boundary = it % accum == 0  # no gradient pending
                 if (it % cfg.save_every == 0 or it == cfg.iters) and at_boundary:
-                    result.adapter_file = save_adapters(model, adapter_path, cfg)
-                    if it != cfg.iters:
-                        save_adapters(
-                            model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
-                        )
-                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
-                if sigint.requested and at_boundary:
-                    save_adapters(model, adapter_path, cfg)
-                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                    result.adapter_file = adapter_path / ADAPTER_FILE
+                    if main:
+                        save_adapters(model, adapter_path, cfg)
+                        if it != cfg.iters:
+                            save_adapters(
+                                model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
+                            )
+                        save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                if stop and at_boundary:
+                    if main:
+                        save_adapters(model, adapter_path, cfg)
+                        save_checkpoint(adapter_path, it, model, optimizer, cfg)
                     raise TrainingInterrupted(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."
@@ -574,6 +618,10 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
         except json.JSONDecodeError:
             continue  # a torn last line from a crash
     atomic_write_text(path, "".join(kept))
+
+
+def _count_tokens(data, idx: list[int]) -> int:
+    return sum(len(s) for s in _batch_sequences(data, idx))
 
 
 def _batch_sequences(data, idx: list[int]):
