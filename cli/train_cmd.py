@@ -71,6 +71,9 @@ def train(
     skip_nonfinite: bool | None = typer.Option(
         None, "--skip-nonfinite/--no-skip-nonfinite", help="Skip batches with a NaN/inf loss."
     ),
+    overwrite: bool = typer.Option(
+        False, help="Replace an earlier run in adapter_path (default: refuse)."
+    ),
     compare_sft: bool = typer.Option(
         False, help="Demo only: also run SFT on the same rows and compare."
     ),
@@ -128,4 +131,4 @@ def train(
             run_demo(**demo_overrides)
         return
     cfg = build_config(config, overrides)
-    run_training(cfg)
+    run_training(cfg, overwrite=overwrite)

@@ -19,8 +19,22 @@ def translate(
     model: Path = typer.Option(..., help="Local model folder (M2M100/NLLB-200 or a chat model)."),
     backend: str = typer.Option("m2m100", help="m2m100 (M2M100/NLLB-200) or llm (mlx-lm chat)."),
     batch_size: int = typer.Option(16, help="Rows per written batch and sentences per forward."),
-    beams: int = typer.Option(1, help="Beam size (m2m100; 1 = greedy)."),
-    max_new_tokens: int = typer.Option(256, help="Maximum tokens per translated piece."),
+    beams: int | None = typer.Option(
+        None,
+        help="Beam size (m2m100; 1 = greedy). Default: the model's generation_config.json, else 1.",
+    ),
+    max_new_tokens: int | None = typer.Option(
+        None,
+        help="Maximum tokens per piece. Default: generation_config.json's max_length - 1, else 256.",
+    ),
+    length_penalty: float | None = typer.Option(
+        None, help="Beam length penalty (m2m100). Default: generation_config.json, else 1.0."
+    ),
+    early_stopping: bool | None = typer.Option(
+        None,
+        "--early-stopping/--no-early-stopping",
+        help="Stop beam search once num_beams hypotheses end (m2m100). Default: generation_config.json.",
+    ),
     model_lang: str | None = typer.Option(
         None, help="The model's own target code when it differs (e.g. swh_Latn for NLLB)."
     ),
@@ -29,9 +43,11 @@ def translate(
     ),
     max_chars: int = typer.Option(400, help="Split sentences longer than this many characters."),
     min_ratio: float | None = typer.Option(
-        None, help="Lowest target/source length ratio (default 0.33; 0.1 for zh/ja/ko)."
+        None, help="Lowest target/source length ratio (default: the calibrated band of --lang)."
     ),
-    max_ratio: float = typer.Option(3.0, help="Highest target/source length ratio."),
+    max_ratio: float | None = typer.Option(
+        None, help="Highest target/source length ratio (default: the calibrated band of --lang)."
+    ),
     check_language: bool = typer.Option(
         True, "--check-language/--no-check-language", help="Reject rows not in --lang."
     ),
@@ -52,7 +68,7 @@ def translate(
 
     if backend not in ("m2m100", "llm"):
         raise typer.BadParameter("must be 'm2m100' or 'llm'", param_hint="--backend")
-    for name, value in (("--batch-size", batch_size), ("--beams", beams)):
+    for name, value in (("--batch-size", batch_size), ("--beams", beams or 1)):
         if value < 1:
             raise typer.BadParameter("must be >= 1", param_hint=name)
     try:
@@ -66,9 +82,12 @@ def translate(
             f"{model}: not a model folder (no config.json)", param_hint="--model"
         )
     if backend == "m2m100":
-        fn = make_m2m100(model, lang, batch_size, max_new_tokens, beams, model_lang, dtype)
+        fn = make_m2m100(
+            model, lang, batch_size, max_new_tokens, beams, model_lang, dtype,
+            length_penalty=length_penalty, early_stopping=early_stopping,
+        )  # fmt: skip
     else:
-        fn = make_llm(model, lang, batch_size, max_new_tokens)
+        fn = make_llm(model, lang, batch_size, max_new_tokens or 256)
     filters = Filters(
         min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers
     )
@@ -76,6 +95,7 @@ def translate(
         summary = translate_file(
             source, output, lang, fn, batch_size=batch_size, filters=filters,
             max_chars=max_chars, limit=limit, show_progress=progress,
+            generation=getattr(fn, "settings", None),
         )  # fmt: skip
     except (DataError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
@@ -96,4 +116,12 @@ def translate(
     if run["rows_per_s"]:
         table.add_row("rows/s (this run)", f"{run['rows_per_s']:.2f}")
     Console().print(table)
-    typer.echo(f"parallel rows: {summary['output']}\nrejected rows: {summary['rejected_file']}")
+    if "generation" in summary:
+        used = ", ".join(
+            f"{k}={v['value']} ({v['from']})" for k, v in summary["generation"].items()
+        )
+        typer.echo(f"decoding: {used}")
+    typer.echo(
+        f"parallel rows: {summary['output']}\nrejected rows: {summary['rejected_file']}\n"
+        f"report: {summary['report_file']}"
+    )

@@ -163,12 +163,13 @@ def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> dict:
             _check_keys(model, keys)
         except AdapterError as e:
             raise AdapterError(f"{where}: {e} (adapters made for another model?)") from None
+    read_safetensors(adapter_path / ADAPTER_FILE)  # a truncated file: a clear error, not mlx's
     try:
         load_adapters(model, str(adapter_path))
     except ValueError as e:
         raise AdapterError(f"{adapter_path}: adapters do not fit this model: {e}") from None
     if config.get("fine_tune_type", "lora") != "full":
-        saved = mx.load(str(adapter_path / ADAPTER_FILE))
+        saved = read_safetensors(adapter_path / ADAPTER_FILE)
         leaves = ("lora_a", "lora_b", "m")
         missing = [
             k
@@ -184,9 +185,21 @@ def load_adapters_checked(model: nn.Module, adapter_path: str | Path) -> dict:
     return config
 
 
+def read_safetensors(path: str | Path) -> dict[str, mx.array]:
+    """The tensors of a safetensors file; an AdapterError naming it when it is unreadable."""
+    try:
+        return mx.load(str(path))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise AdapterError(f"{path}: unreadable safetensors file ({e})") from None
+
+
 def load_weights_into(model: nn.Module, weights_file: str | Path) -> None:
     """Load trainable weights (e.g. a checkpoint) into a model prepared by `apply_trainable`."""
-    weights = mx.load(str(weights_file))
+    load_arrays_into(model, read_safetensors(weights_file), weights_file)
+
+
+def load_arrays_into(model: nn.Module, weights: dict, weights_file: str | Path) -> None:
+    """load_weights_into for tensors already read from `weights_file` (named in errors)."""
     expected = trainable_weights(model)
     errors = [
         f"  {k}: not a trainable parameter of this model" for k in weights if k not in expected

@@ -37,7 +37,7 @@ def collate(
         n = len(ids) - 1
         inputs[b, :n] = ids[:-1]
         targets[b, :n] = ids[1:]
-        mask[b, start - 1 : n] = 1.0
+        mask[b, max(start, 1) - 1 : n] = 1.0  # start 0: the first token has no predictor
     return inputs, targets, mask
 
 

@@ -7,7 +7,7 @@ reference's. All inputs are per-pair vectors of shape [P].
 
 Beyond the paper, the preference term can be swapped (`clo.preference`), with h = (pc - rc) - (pr - rr):
   sigmoid  -log sigmoid(beta * h)                       (DPO, the paper)
-  ipo      (h - 1 / (2 * beta))^2                       (Azar et al. 2023)
+  ipo      (h' - 1 / (2 * beta))^2, h' = h of per-token mean log-probs (Azar et al. 2023; as TRL)
   hinge    max(0, 1 - beta * h)                         (SLiC, Zhao et al. 2023)
   simpo    -log sigmoid(beta * (pc/|yc| - pr/|yr|) - gamma)   (reference-free, Meng et al. 2024)
 """
@@ -27,8 +27,8 @@ def dpo_terms(
     ref_rejected_logps: mx.array,  # [P]
     beta: float,
     preference: str = "sigmoid",
-    chosen_tokens: mx.array | None = None,  # [P], simpo only
-    rejected_tokens: mx.array | None = None,  # [P], simpo only
+    chosen_tokens: mx.array | None = None,  # [P], simpo and ipo
+    rejected_tokens: mx.array | None = None,  # [P], simpo and ipo
     gamma: float = 0.5,
 ) -> tuple[mx.array, mx.array, mx.array]:
     """(per-pair preference losses [P], chosen rewards [P], rejected rewards [P])."""
@@ -40,6 +40,12 @@ def dpo_terms(
             chosen_rewards,
             rejected_rewards,
         )
+    if preference == "ipo":
+        # IPO compares length-normalised log-probs (TRL's ipo averages them over the tokens).
+        policy_chosen_logps = policy_chosen_logps / chosen_tokens
+        ref_chosen_logps = ref_chosen_logps / chosen_tokens
+        policy_rejected_logps = policy_rejected_logps / rejected_tokens
+        ref_rejected_logps = ref_rejected_logps / rejected_tokens
     chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)  # [P]
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)  # [P]
     margin = chosen_rewards - rejected_rewards  # beta * h

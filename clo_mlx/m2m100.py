@@ -180,12 +180,19 @@ class DecoderState:
     def offset(self) -> int:
         return self.caches[0].offset
 
-    def select(self, rows: mx.array) -> None:
-        """Keep/reorder batch rows (finished rows dropped, beams reordered)."""
+    def select(self, rows: mx.array, cross_rows: mx.array | None = None) -> None:
+        """Keep/reorder batch rows (finished rows dropped, beams reordered).
+
+        `cross_rows` (default `rows`) picks the encoder side; beams of one source share it, so
+        reordering beams needs no copy of it (`cross_rows=False`).
+        """
         for c in self.caches:
             c.keys, c.values = c.keys[rows], c.values[rows]
-        self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
-        self.cross_mask = self.cross_mask[rows]
+        if cross_rows is False:
+            return
+        cross_rows = rows if cross_rows is None else cross_rows
+        self.cross_kv = [(k[cross_rows], v[cross_rows]) for k, v in self.cross_kv]
+        self.cross_mask = self.cross_mask[cross_rows]
 
 
 class M2M100(nn.Module):
@@ -235,6 +242,8 @@ class M2M100(nn.Module):
         """Empty decoder state for a batch of encoded sources."""
         cross_kv = [layer.encoder_attn.key_values(encoder_out) for layer in self.decoder.layers]
         caches = [KVCache() for _ in self.decoder.layers]
+        for c in caches:  # short outputs; beams gather the whole buffer each step
+            c.step = 32
         return DecoderState(caches, cross_kv, self._key_mask(mask))
 
     def decode(self, ids: mx.array, state: DecoderState) -> mx.array:
@@ -339,6 +348,40 @@ def load_model(path: str | Path, dtype: str | None = None) -> M2M100:
     return model
 
 
+GENERATION_DEFAULTS = {"num_beams": 1, "max_new_tokens": 256, "length_penalty": 1.0, "early_stopping": False}  # fmt: skip
+
+
+def generation_settings(path: str | Path, **flags) -> dict[str, dict]:
+    """Decoding settings as `{name: {"value", "from"}}`: a flag that is not None, else the
+    checkpoint's `generation_config.json` (else the same keys in `config.json`, as transformers
+    reads old checkpoints), else `GENERATION_DEFAULTS`.
+
+    `max_length` there counts the decoder start token, so it gives max_new_tokens = max_length - 1.
+    """
+    path = Path(path)
+    stored, origin = {}, None
+    for name in ("generation_config.json", "config.json"):
+        f = path / name
+        if f.is_file():
+            cfg = json.loads(f.read_text())
+            keys = ("num_beams", "max_new_tokens", "max_length", "length_penalty", "early_stopping")
+            stored = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+            if stored:
+                origin = name
+                break
+    if "max_new_tokens" not in stored and "max_length" in stored:
+        stored["max_new_tokens"] = int(stored["max_length"]) - 1
+    out = {}
+    for key, default in GENERATION_DEFAULTS.items():
+        if flags.get(key) is not None:
+            out[key] = {"value": flags[key], "from": "flag"}
+        elif key in stored:
+            out[key] = {"value": stored[key], "from": origin}
+        else:
+            out[key] = {"value": default, "from": "default"}
+    return out
+
+
 class Translator:
     """An M2M100/NLLB model with its tokenizer and language codes, translating text lists."""
 
@@ -394,6 +437,8 @@ class Translator:
         batch_size: int = 16,
         max_new_tokens: int = 256,
         num_beams: int = 1,
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
     ) -> list[str]:
         """Translate `texts`, batching sentences of similar length together."""
         if not texts:
@@ -410,6 +455,8 @@ class Translator:
                 forced_bos_token_id=forced,
                 max_new_tokens=max_new_tokens,
                 num_beams=num_beams,
+                length_penalty=length_penalty,
+                early_stopping=early_stopping,
             )
             for i, seq in zip(chunk, seqs, strict=True):
                 out[i] = self.decode(seq[2:])
@@ -498,6 +545,8 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
     improvable = np.ones((B, 1), bool)
     top_mask = np.arange(K) < nb
     cur_len = 1
+    live = np.arange(B)  # sources still decoding, as indices into results
+    results: list[list[int]] = [[] for _ in range(B)]
     y = mx.full((B * nb, 1), a.decoder_start_token_id, dtype=mx.int32)
     while True:
         logits = model.decode(y, state)[:, -1, :].astype(mx.float32)
@@ -512,6 +561,7 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
         # (ties by index, like a stable sort).
         part = mx.argpartition(-acc, kth=K - 1, axis=1)[:, :K]
         part_lp = mx.take_along_axis(acc, part, axis=1)
+        mx.eval(part, part_lp)  # one wait for the device per step
         part, part_lp = np.array(part).astype(np.int64), np.array(part_lp).astype(np.float32)
         order = np.lexsort((part, -part_lp), axis=1)
         top = np.take_along_axis(part, order, axis=1)
@@ -554,9 +604,24 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
         open_beams = not (finished.all() and early_stopping is True)
         if not (improvable.any() and open_beams and not hits.all()):
             break
-        state.select(mx.array((parent + np.arange(B)[:, None] * nb).reshape(-1)))
+        # Sources whose best hypotheses can no longer change leave the batch.
+        done = ~improvable[:, 0] | (finished.all(axis=1) & (early_stopping is True))
+        for b in np.nonzero(done)[0]:
+            results[live[b]] = seqs[b, 0, : seq_len[b, 0]].tolist()
+        keep = np.nonzero(~done)[0]
+        if len(keep) < B:
+            live, B = live[keep], len(keep)
+            run_seq, run_scores, parent = run_seq[keep], run_scores[keep], parent[keep]
+            seqs, seq_len, beam_scores = seqs[keep], seq_len[keep], beam_scores[keep]
+            finished, improvable = finished[keep], improvable[keep]
+        rows = (parent + keep[:, None] * nb).reshape(-1)
+        same = len(keep) == len(done)
+        cross = False if same else mx.array((keep[:, None] * nb + np.arange(nb)).reshape(-1))
+        state.select(mx.array(rows), cross)
         y = mx.array(run_seq[:, :, cur_len - 1].reshape(-1, 1).astype(np.int32))
-    return [seqs[b, 0, : seq_len[b, 0]].tolist() for b in range(B)]
+    for b in range(B):
+        results[live[b]] = seqs[b, 0, : seq_len[b, 0]].tolist()
+    return results
 
 
 TINY_TEXT = [

@@ -2,8 +2,9 @@
 
 The reference is the base model. LoRA starts at zero, so the base *is* the reference: its log-probs
 are computed once before training (never a second copy of the model) and cached under a key made of
-the model's fingerprint, the dtype and every token id and response start (so any change of data,
-tokenizer, template or max_seq_length gives a new key).
+the weights (a model folder's fingerprint plus any reference adapters, or a hash of the tensors of
+a model given in memory), the dtypes the weights actually have, and every token id and response
+start (so any change of data, tokenizer, template or max_seq_length gives a new key).
 """
 
 from __future__ import annotations
@@ -89,8 +90,28 @@ def score_pairs(
     return out
 
 
+def weight_dtypes(model: nn.Module) -> str:
+    """The dtypes the model's tensors have (e.g. "bfloat16,uint32"): what `dtype: auto` became."""
+    from mlx.utils import tree_flatten
+
+    return ",".join(sorted({str(v.dtype) for _, v in tree_flatten(model.parameters())}))
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of every tensor of `model`, names, dtypes and values."""
+    from mlx.utils import tree_flatten
+
+    h = hashlib.sha256()
+    for name, v in sorted(tree_flatten(model.parameters()), key=lambda kv: kv[0]):
+        h.update(f"{name}|{v.dtype}|{v.shape}".encode())
+        if v.dtype == mx.bfloat16:  # numpy has no bfloat16: hash its bits
+            v = v.view(mx.uint16)
+        h.update(np.ascontiguousarray(np.asarray(v)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(model_id: str, dtype: str, encoded: list[EncodedPair]) -> str:
-    h = hashlib.sha256(f"{model_id}|{dtype}|v1".encode())
+    h = hashlib.sha256(f"{model_id}|{dtype}|v2".encode())
     for e in encoded:
         h.update(np.asarray(e.chosen, np.int32).tobytes())
         h.update(np.asarray([-1, e.chosen_start, -2, e.rejected_start, -3], np.int32).tobytes())

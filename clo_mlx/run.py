@@ -6,6 +6,10 @@ attached, so there is never a second copy of the model.
 
 from __future__ import annotations
 
+import copy
+import shutil
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +17,22 @@ import mlx.core as mx
 import numpy as np
 
 from . import distributed
-from .adapters import apply_trainable, count_parameters, load_weights_into
-from .checkpoint import CheckpointError, load_checkpoint
+from .adapters import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    _check_keys,
+    apply_trainable,
+    count_parameters,
+    load_arrays_into,
+    load_weights_into,
+    selected_layers,
+)
+from .checkpoint import checkpoint_root, load_checkpoint, resumable_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
+from .io import WriteError, lock_folder, remove_stale_temporaries
 from .models import file_fingerprint, load_model, model_fingerprint
-from .reference import reference_logps
+from .reference import reference_logps, weight_dtypes, weights_digest
 from .tokens import EncodedPair, TruncationReport, encode_pairs
 from .trainer import (
     PairData,
@@ -57,7 +71,7 @@ def pair_data(
             model,
             encoded,
             model_id,
-            cfg.dtype,
+            weight_dtypes(model),  # what dtype "auto" resolved to
             cfg.batch_size,
             cfg.max_seq_length,
             cfg.cache_dir,
@@ -71,14 +85,44 @@ def pair_data(
     return PairData(encoded, ref_c, ref_r, nll_weights(encoded, cfg.clo["nll_languages"]))
 
 
+def needs_reference(cfg: TrainConfig) -> bool:
+    """Whether the loss uses the reference's log-probs (SFT and reference-free SimPO do not)."""
+    return cfg.loss in ("clo", "dpo") and cfg.clo["preference"] != "simpo"
+
+
+def no_reference(model, encoded: list[EncodedPair], cfg: TrainConfig, *_) -> PairData:
+    zeros = np.zeros(len(encoded), np.float32)
+    return PairData(encoded, zeros, zeros.copy(), nll_weights(encoded, cfg.clo["nll_languages"]))
+
+
+def check_batch_size(encoded: list[EncodedPair], cfg: TrainConfig) -> None:
+    """A batch is made of whole rows: both pairs of a parallel row (en, tgt) share it."""
+    per_row: dict[int, int] = {}
+    for e in encoded:
+        per_row[e.pair.row] = per_row.get(e.pair.row, 0) + 1
+    unit = max(per_row.values(), default=1)
+    if cfg.loss != "sft" and cfg.batch_size % unit:
+        near = [n for n in (cfg.batch_size // unit * unit, -(-cfg.batch_size // unit) * unit) if n]
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is not a multiple of {unit}: each parallel row gives "
+            f"{unit} pairs (en and tgt) that always share a batch; use "
+            + " or ".join(map(str, near))
+        )
+
+
 def prepare(
     cfg: TrainConfig,
     model=None,
     tokenizer=None,
     splits: dict[str, list[Pair]] | None = None,
     console=None,
+    preflight: Callable[[object], None] | None = None,
 ) -> Prepared:
-    """Load and validate everything a run needs (data is checked before the model is loaded)."""
+    """Load and validate everything a run needs (data is checked before the model is loaded).
+
+    `preflight(model)` runs once the model is loaded, before the reference pass (the long part):
+    run_training checks there everything that would otherwise fail only after it.
+    """
     console = console or _console()
     if cfg.model is None and model is None:
         raise ConfigError("no model given (set `model` in the config or pass --model)")
@@ -93,17 +137,24 @@ def prepare(
     if ref_adapters and model is not None:
         raise ConfigError("reference_adapter_path needs the model given by path (`model`)")
     if model is None:
-        # With reference adapters (e.g. SFT -> DPO with the SFT model as reference) the model is
-        # loaded with them for the reference pass, then loaded again without: never two copies.
         model, tokenizer = load_model(
-            cfg.model,
-            adapter_path=ref_adapters,
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
+            cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
         )
-    model_id = model_fingerprint(cfg.model) if cfg.model else f"in-memory-{id(model)}"
+        model_id = model_fingerprint(cfg.model)
+        if ref_adapters:
+            model_id += "+" + file_fingerprint(Path(ref_adapters) / ADAPTER_FILE)
+    else:
+        # A model given in memory may differ from any files (a cast, attached adapters, e.g. a
+        # sweep's previous stage): key its reference log-probs on its actual tensors.
+        model_id = "weights-" + weights_digest(model)
+    if preflight is not None:
+        preflight(model)
     if ref_adapters:
-        model_id += "+" + file_fingerprint(Path(ref_adapters) / "adapters.safetensors")
+        # With reference adapters (e.g. SFT -> DPO with the SFT model as reference) the model
+        # carries them for the reference pass, then is loaded again without: never two copies.
+        from .adapters import load_adapters_checked
+
+        load_adapters_checked(model, ref_adapters)
 
     encoded, reports = {}, {}
     for split, pairs in splits.items():
@@ -114,12 +165,14 @@ def prepare(
             console.print(f"[yellow]{split}:[/] {msg}")
         if not encoded[split]:
             raise ConfigError(f"{split}: no pairs left after fitting them into max_seq_length")
+    check_batch_size(encoded["train"], cfg)
 
     model.eval()
-    need_ref = cfg.loss in ("clo", "dpo")
+    # The reference pass only where the loss uses it.
+    pairs_of = pair_data if needs_reference(cfg) else no_reference
     train_data = (
-        pair_data(model, encoded["train"], cfg, model_id, console, "train")
-        if need_ref
+        pairs_of(model, encoded["train"], cfg, model_id, console, "train")
+        if cfg.loss != "sft"
         else SequenceData(sft_sequences(encoded["train"], cfg.sft["languages"]))
     )
     if isinstance(train_data, SequenceData) and len(train_data) < cfg.batch_size:
@@ -132,12 +185,12 @@ def prepare(
             f"train has {len(train_data)} items, fewer than batch_size={cfg.batch_size}"
         )
     valid = (
-        pair_data(model, encoded["valid"], cfg, model_id, console, "valid")
+        pairs_of(model, encoded["valid"], cfg, model_id, console, "valid")
         if "valid" in encoded
         else None
     )
     test = (
-        pair_data(model, encoded["test"], cfg, model_id, console, "test")
+        pairs_of(model, encoded["test"], cfg, model_id, console, "test")
         if cfg.test and "test" in encoded
         else None
     )
@@ -164,38 +217,118 @@ def attach_adapters(model, cfg: TrainConfig, console=None) -> None:
     )
 
 
-def resume_checkpoint(cfg: TrainConfig, model, optimizer) -> int:
-    """load_checkpoint on rank 0, its weights, optimizer state and step broadcast to all ranks."""
+def resume_checkpoint(cfg: TrainConfig, model, optimizer, ckpt) -> int:
+    """load_checkpoint on rank 0; under mlx.launch its weights, optimizer state and step are
+    sent to every rank (other machines need not have the checkpoint)."""
     if distributed.size() == 1:
-        return load_checkpoint(cfg.adapter_path, model, optimizer, cfg)
-    error, start = None, -1
+        return load_checkpoint(cfg.adapter_path, model, optimizer, cfg, ckpt)
     if distributed.is_main():
-        try:
-            start = load_checkpoint(cfg.adapter_path, model, optimizer, cfg)
-        except CheckpointError as e:
-            error = str(e)
+        start = load_checkpoint(cfg.adapter_path, model, optimizer, cfg, ckpt)
     else:
+        start = -1
         optimizer.init(model.trainable_parameters())
-    start, error = distributed.broadcast_json([start, error])
-    if error is not None:
-        raise CheckpointError(error if distributed.is_main() else f"rank 0: {error}")
+    start = distributed.broadcast_json(start)
     model.update(distributed.tree_broadcast(model.trainable_parameters()))
     optimizer.state = distributed.tree_broadcast(optimizer.state)
     return start
 
 
-def run_training(cfg: TrainConfig, console=None, **train_kwargs) -> tuple[Prepared, TrainResult]:
-    """The whole run: prepare, attach adapters, train, and evaluate on test when asked."""
-    console = console or _console()
-    prep = prepare(cfg, console=console)
-    attach_adapters(prep.model, cfg, console)
-    np.random.seed(cfg.seed)
+def previous_run_files(adapter_path: str | Path) -> list[Path]:
+    """What an earlier training run left in `adapter_path` (what --overwrite removes)."""
+    folder = Path(adapter_path)
+    if not folder.is_dir():
+        return []
+    names = [ADAPTER_FILE, CONFIG_FILE, "metrics.jsonl", checkpoint_root(folder).name]
+    found = [folder / n for n in names if (folder / n).exists()]
+    return found + sorted(folder.glob("[0-9]" * 7 + "_adapters.safetensors"))
+
+
+def check_output_folder(cfg: TrainConfig, overwrite: bool) -> None:
+    """Before any work: the adapter folder can take this run without losing an earlier one."""
+    folder = Path(cfg.adapter_path)
+    if folder.exists() and not folder.is_dir():
+        raise WriteError(f"{folder}: adapter_path exists and is not a folder")
     if cfg.resume:
-        optimizer = build_optimizer(cfg)
-        start = resume_checkpoint(cfg, prep.model, optimizer)
-        console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
-        train_kwargs.update(start_step=start, optimizer=optimizer)
-    result = train(prep.model, cfg, prep.train, prep.valid, console=console, **train_kwargs)
+        resumable_checkpoint(cfg)  # no checkpoint, an unreadable one, or a changed config
+    elif (found := previous_run_files(folder)) and not overwrite:
+        raise ConfigError(
+            f"{folder}: holds an earlier run ({', '.join(p.name for p in found[:4])}"
+            f"{' ...' if len(found) > 4 else ''}); pass --resume to continue it, --overwrite to "
+            "replace it, or another --adapter-path"
+        )
+
+
+def shallow_copy(model):
+    """A copy of the module tree that shares every parameter array (no weights are copied)."""
+    from mlx.utils import tree_flatten
+
+    return copy.deepcopy(model, {id(v): v for _, v in tree_flatten(model.parameters())})
+
+
+def check_trainable(model, cfg: TrainConfig, resume_from: dict | None, where: Path | None) -> None:
+    """Fail now, not after the reference pass, if the adapters cannot be set up as configured:
+    layers and keys, and whether `resume_adapter_file` or the checkpoint fits (checked on a copy
+    of the model that shares its weights, which stays untouched)."""
+    _check_keys(model, cfg.lora_parameters["keys"])
+    selected_layers(model, cfg.num_layers)
+    if cfg.resume_adapter_file is None and resume_from is None:
+        return
+    probe = shallow_copy(model)
+    apply_trainable(probe, cfg)
+    if cfg.resume_adapter_file:
+        load_weights_into(probe, cfg.resume_adapter_file)
+    if resume_from is not None:
+        load_arrays_into(probe, resume_from, where)
+    del probe
+
+
+def run_training(
+    cfg: TrainConfig, console=None, overwrite: bool = False, **train_kwargs
+) -> tuple[Prepared, TrainResult]:
+    """The whole run: prepare, attach adapters, train, and evaluate on test when asked.
+
+    Everything that can fail is checked before the reference pass. The adapter folder is locked
+    for the run; an earlier run in it is refused unless `overwrite` (its files are removed once the
+    checks have passed) or cfg.resume.
+    """
+    console = console or _console()
+    main = distributed.is_main()  # under mlx.launch only rank 0 reads and writes adapter_path
+    if main:
+        check_output_folder(cfg, overwrite)
+    with ExitStack() as stack:
+        found = {}
+
+        def preflight(model) -> None:
+            if not main:
+                return check_trainable(model, cfg, None, None)
+            folder = Path(cfg.adapter_path)
+            stack.enter_context(lock_folder(folder, "clo-mlx train"))
+            for d in (folder, checkpoint_root(folder)):
+                remove_stale_temporaries(d)
+            if cfg.resume:
+                found["ckpt"] = resumable_checkpoint(cfg)
+                for why in found["ckpt"].skipped:
+                    console.print(f"[yellow]skipped an unreadable checkpoint:[/] {why}")
+            ckpt = found.get("ckpt")
+            check_trainable(
+                model,
+                cfg,
+                ckpt.adapters if ckpt else None,
+                ckpt.folder / ADAPTER_FILE if ckpt else None,
+            )
+
+        prep = prepare(cfg, console=console, preflight=preflight)
+        if overwrite and not cfg.resume and main:
+            for p in previous_run_files(cfg.adapter_path):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        attach_adapters(prep.model, cfg, console)
+        np.random.seed(cfg.seed)
+        if cfg.resume:
+            optimizer = build_optimizer(cfg)
+            start = resume_checkpoint(cfg, prep.model, optimizer, found.get("ckpt"))
+            console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
+            train_kwargs.update(start_step=start, optimizer=optimizer)
+        result = train(prep.model, cfg, prep.train, prep.valid, console=console, **train_kwargs)
     if prep.test is not None:
         from .trainer import evaluate
 

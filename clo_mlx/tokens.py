@@ -5,8 +5,10 @@ A (prompt, response) sequence is
                          {"role": "assistant", "content": response}])
 and its response tokens are the tokens after the prefix
     apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True).
-If the full tokenization does not start with the prefix tokens (a merge across the boundary), the
-response starts at the first token where the two differ.
+If the full tokenization does not start with the prefix tokens (a merge across the boundary, or a
+template that renders the user turn differently once an answer follows), the response starts at
+the first token where the two differ, and `encode_pairs` reports how many pairs that concerns. The
+first token of a sequence is never a response token (nothing predicts it).
 
 Tokenizers without a chat template use the plain fallback
     prefix = "User: {prompt}\n\nAssistant: "      sequence = prefix + response + eos_token
@@ -47,6 +49,12 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 
 def encode_pair(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
     """(ids of the whole sequence, index of its first response token)."""
+    ids, start, _ = split_sequence(tokenizer, prompt, response)
+    return ids, start
+
+
+def split_sequence(tokenizer, prompt: str, response: str) -> tuple[list[int], int, bool]:
+    """encode_pair plus whether the prompt's tokens are a true prefix of the sequence's."""
     prefix = prompt_ids(tokenizer, prompt)
     if has_chat_template(tokenizer):
         messages = [
@@ -64,9 +72,11 @@ def encode_pair(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
         if a != b:
             break
         start += 1
+    is_prefix = start == len(prefix)
+    start = max(start, 1)
     if start >= len(ids):
         raise ValueError(f"response {response[:40]!r} produced no tokens after the prompt prefix")
-    return ids, start
+    return ids, start, is_prefix
 
 
 @dataclass
@@ -84,8 +94,25 @@ class TruncationReport:
     policy: str
     truncated: list[int] = field(default_factory=list)  # indices (into the input pairs)
     dropped: list[int] = field(default_factory=list)
+    # rows (0-based) whose prompt tokens are not a prefix of the whole sequence's
+    not_prefix: list[int] = field(default_factory=list)
 
     def message(self, what: str = "pairs") -> str | None:
+        notes = [m for m in (self._length_message(what), self._prefix_message(what)) if m]
+        return " ".join(notes) or None
+
+    def _prefix_message(self, what: str) -> str | None:
+        if not self.not_prefix:
+            return None
+        shown = ", ".join(str(r + 1) for r in self.not_prefix[:5])
+        more = " ..." if len(self.not_prefix) > 5 else ""
+        return (
+            f"{len(self.not_prefix)} {what} (rows {shown}{more}): the prompt's tokens are not a prefix "
+            "of the prompt+response tokens, so the response is taken to start where they first "
+            "differ and part of the chat template may count as response."
+        )
+
+    def _length_message(self, what: str) -> str | None:
         if not self.truncated and not self.dropped:
             return None
         parts = []
@@ -116,8 +143,10 @@ def encode_pairs(
     report = TruncationReport(max_seq_length, policy)
     encoded = []
     for i, p in enumerate(pairs):
-        chosen, cs = encode_pair(tokenizer, p.prompt, p.chosen)
-        rejected, rs = encode_pair(tokenizer, p.prompt, p.rejected)
+        chosen, cs, prefix_c = split_sequence(tokenizer, p.prompt, p.chosen)
+        rejected, rs, prefix_r = split_sequence(tokenizer, p.prompt, p.rejected)
+        if not (prefix_c and prefix_r):
+            report.not_prefix.append(p.row)
         overflow = max(len(chosen), len(rejected)) - max_seq_length
         if overflow > 0:
             # At least one prompt token must stay to predict the first response token.

@@ -32,7 +32,7 @@ from .batching import (
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .errors import CloError
-from .io import append_jsonl
+from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
 from .tokens import EncodedPair
@@ -120,9 +120,12 @@ def nll_weights(encoded: list[EncodedPair], nll_languages: str) -> np.ndarray:
     return np.array([k in ("tgt", "pair") for k in kinds], np.float32)
 
 
+SFT_KINDS = {"target": ("tgt", "pair"), "en": ("en",), "both": ("en", "tgt", "pair")}
+
+
 def sft_sequences(encoded: list[EncodedPair], languages: str) -> list[tuple[list[int], int]]:
     """Chosen responses for SFT: target-language ('target'), English ('en') or both."""
-    keep = {"target": ("tgt", "pair"), "en": ("en",), "both": ("en", "tgt", "pair")}[languages]
+    keep = SFT_KINDS[languages]
     return [(e.chosen, e.chosen_start) for e in encoded if e.pair.kind in keep]
 
 
@@ -260,12 +263,24 @@ def build_optimizer(cfg: TrainConfig) -> optim.Optimizer:
 # ----------------------------------------------------------------------------- evaluation
 
 
+def spread_batches(n_batches: int, num: int, seed: int) -> list[int]:
+    """`num` of `n_batches` length-sorted batches, one from each of `num` equal length strata
+    (at a position fixed by the seed), so a partial validation covers short and long rows."""
+    if num < 0 or num >= n_batches:  # -1: all
+        return list(range(n_batches))
+    rng = np.random.default_rng([seed, n_batches, num])
+    edges = np.linspace(0, n_batches, num + 1).round().astype(int)
+    return [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: int = -1) -> dict:
     """Preference metrics on held-out pairs, over all pairs at once (not averaged per batch).
 
-    `loss` uses the configured beta and lambda (CLO); `nll/target` is the mean per-token NLL of
-    the target-language chosen responses. Metrics per pair kind get a suffix, e.g.
-    `rewards/accuracies/tgt`.
+    `loss` is the training objective of cfg.loss: CLO with the configured beta and lambda, DPO
+    (lambda 0), or SFT's mean per-token NLL of the chosen responses sft.languages covers;
+    `nll/target` is the mean per-token NLL of the target-language chosen responses. Metrics per
+    pair kind get a suffix, e.g. `rewards/accuracies/tgt`. With `num_batches`, that many batches
+    spread over the lengths (spread_batches).
     """
     was_training = model.training
     model.eval()
@@ -273,8 +288,7 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
         partial(sequence_logps, model, chunk_size=cfg.logprob_chunk_size), inputs=model.state
     )
     batches = unit_batches(data, cfg.batch_size, full=False)
-    if num_batches != -1:
-        batches = batches[:num_batches]
+    batches = [batches[b] for b in spread_batches(len(batches), num_batches, cfg.seed)]
     order = [i for idx in batches for i in idx]
     if not order:
         model.train(was_training)
@@ -301,6 +315,8 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
     ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
     nll_w = mx.array(data.nll_weight[order])
     kinds = np.array([data.encoded[i].pair.kind for i in order])
+    lam = {"clo": cfg.clo["lambda"], "dpo": 0.0, "sft": 1.0}[cfg.loss]
+    sft_w = mx.array(np.isin(kinds, SFT_KINDS[cfg.sft["languages"]]).astype(np.float32))
 
     def metrics_of(sel: np.ndarray) -> dict:
         s = mx.array(np.nonzero(sel)[0])
@@ -311,11 +327,13 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
             ref_c[s],
             ref_r[s],
             nll,
-            lam=cfg.clo["lambda"],
+            lam=lam,
             chosen_tokens=ntoks[0][s],
             rejected_tokens=ntoks[1][s],
             **preference_options(cfg),
         )
+        if cfg.loss == "sft":
+            m["loss"] = mean_token_nll(logps[0][s], ntoks[0][s], sft_w[s])
         return {k: v.item() for k, v in m.items()}
 
     result = metrics_of(np.ones(len(order), bool))
@@ -422,28 +440,29 @@ def train(
     console = console or distributed.console()
     main = distributed.is_main()  # data-parallel: only rank 0 prints and writes files
     check_batch_divides(train_data, cfg.batch_size)
-    adapter_path = Path(cfg.adapter_path)
+    adapter_path = ensure_folder(cfg.adapter_path) if main else Path(cfg.adapter_path)
     metrics_file = adapter_path / "metrics.jsonl"
     if main:
-        adapter_path.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_file, start_step)
     if cfg.grad_checkpoint:
         _grad_checkpoint(model.layers[0])
     optimizer = optimizer or build_optimizer(cfg)
+    # The state must exist before the first step: a non-finite first step restores a snapshot of it.
+    optimizer.init(model.trainable_parameters())
     loss_value_and_grad = nn.value_and_grad(model, make_loss_fn(cfg))
     accum = cfg.grad_accumulation_steps
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(batch, totals, prev_grad, do_update):
+    def step(batch, totals, prev_grad, do_update, n_accumulated):
         (_, metrics), grad = loss_value_and_grad(model, *batch, totals)
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if not do_update:
             return metrics, grad, mx.array(True)
         grad = distributed.sum_gradients(grad)
-        if accum > 1:
-            grad = tree_map(lambda g: g / accum, grad)
+        if n_accumulated > 1:  # the mean gradient of the steps since the last update
+            grad = tree_map(lambda g: g / n_accumulated, grad)
         optimizer.update(model, grad)
         # Checked inside the compiled graph: one fused reduction instead of a pass per tensor.
         finite = mx.all(mx.stack([mx.isfinite(w).all() for w in trainable_weights(model).values()]))
@@ -451,8 +470,9 @@ def train(
 
     result = TrainResult()
     sums: dict[str, float] = {}
-    n_steps, n_tokens, elapsed, trained_tokens = 0, 0, 0.0, 0
-    grad = None
+    n_steps, n_good, n_tokens, elapsed, trained_tokens = 0, 0, 0, 0.0, 0
+    grad, pending = None, 0  # summed gradients of `pending` steps not applied yet
+    saved_step = start_step  # the last step whose adapters and checkpoint are on disk (0: none)
     model.train()
 
     def run_eval(it: int) -> None:
@@ -509,9 +529,14 @@ def train(
                 before = (trainable_weights(model), tree_map(lambda x: x, optimizer.state))
                 tic = time.perf_counter()
                 values = {}
+                # The last step applies what is pending even when iters is not a multiple of accum.
+                update = it % accum == 0 or it == cfg.iters
                 for p, part in enumerate(parts):
                     last = p == len(parts) - 1
-                    metrics, grad, finite = step(part, totals, grad, last and it % accum == 0)
+                    apply = last and update
+                    metrics, grad, finite = step(
+                        part, totals, grad, apply, pending + 1 if apply else 1
+                    )
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
                         values[k] = values.get(k, 0.0) + v.item()
@@ -526,17 +551,27 @@ def train(
                     # Undo the step: the weights before it are still referenced in `before`.
                     model.update(tree_unflatten(list(before[0].items())))
                     _assign_inplace(optimizer.state, before[1])
-                    grad = None
+                    grad, pending = None, 0
                     if not cfg.skip_nonfinite:
+                        saved = (
+                            f"The last good adapters and checkpoint (step {saved_step}) are in "
+                            f"{adapter_path}"
+                            if saved_step
+                            else f"Nothing was saved yet (the first save is at step "
+                            f"{min(cfg.save_every, cfg.iters)})"
+                        )
                         raise NonFiniteLoss(
                             f"non-finite loss or weights at step {it} (loss {values['loss']}); "
-                            f"stopped. The last good adapters and checkpoint are in {adapter_path} "
-                            "(lower the learning rate, check the data, or set skip_nonfinite: true)."
+                            f"stopped. {saved} (lower the learning rate, check the data, or set "
+                            "skip_nonfinite: true)."
                         )
                     console.print(f"[yellow]step {it}: non-finite loss, batch skipped")
                     values = {}
+                else:
+                    pending = 0 if grad is None else pending + 1
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
+                n_good += bool(values)  # report averages are over the steps not skipped
                 n_tokens += int(batch_tokens)
                 n_steps += 1
                 info = f"loss {values['loss']:.3f}" if values else "skipped"
@@ -546,7 +581,7 @@ def train(
                     trained_tokens += n_tokens
                     report = {
                         "step": it,
-                        **{k: v / n_steps for k, v in sums.items()},
+                        **{k: v / n_good for k, v in sums.items()},
                         "learning_rate": float(optimizer.learning_rate.item()),
                         "tokens_per_second": n_tokens / elapsed,
                         "steps_per_second": n_steps / elapsed,
@@ -574,24 +609,26 @@ def train(
                         f"{report['tokens_per_second']:.0f} tok/s, "
                         f"peak {report['peak_memory_gb']:.2f} GB"
                     )
-                    sums, n_steps, n_tokens, elapsed = {}, 0, 0, 0.0
+                    sums, n_steps, n_good, n_tokens, elapsed = {}, 0, 0, 0, 0.0
 
                 if it % cfg.steps_per_eval == 0 or it == cfg.iters:
                     run_eval(it)
-                at_boundary = it % accum == 0  # no gradient pending
+                at_boundary = grad is None  # no gradient pending
                 if (it % cfg.save_every == 0 or it == cfg.iters) and at_boundary:
+                    # The checkpoint first: a kill before the other files can still --resume.
                     result.adapter_file = adapter_path / ADAPTER_FILE
                     if main:
-                        save_adapters(model, adapter_path, cfg)
+                        save_checkpoint(adapter_path, it, model, optimizer, cfg)
                         if it != cfg.iters:
                             save_adapters(
                                 model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
                             )
-                        save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                        save_adapters(model, adapter_path, cfg)
+                    saved_step = it
                 if stop and at_boundary:
                     if main:
-                        save_adapters(model, adapter_path, cfg)
                         save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                        save_adapters(model, adapter_path, cfg)
                     raise TrainingInterrupted(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from . import distributed
 from .data import DataError, read_jsonl
-from .io import atomic_write_json
-from .langid import check_language, is_language
+from .io import atomic_write_json, atomic_write_text
+from .langid import check_language
+from .translate_filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
 
 TranslateFn = Callable[[list[str]], list[str]]
 OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
-REASONS = ("empty", "lost_protected", "repetition", "length_ratio", "wrong_language", "numbers")
 
 # ---------------------------------------------------------------------------- JSONL files
 
@@ -184,6 +184,9 @@ _PROTECT = re.compile(
 _LINE = re.compile(r"^(\s*(?:(?:[-*+•]|\d+[.)]|#{1,6}|>)\s+)*)(.*?)(\s*)$", re.S)
 _SENT_END = re.compile(r"[.!?…。！？]+[\"'”’)\]]*\s+")
 _ABBREV = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "approx"}
+_TITLE_END = re.compile(
+    r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|Sen|Rep|Gov|Gen|Lt|Col|Capt|Cpt|Sgt|Rev|Hon|Pres|Adm|Maj|Cmdr|Fr)\.\s*$"
+)
 _PLACEHOLDER = "[[{}]]"
 _PLACEHOLDER_RE = re.compile(r"\[\s*\[\s*(\d+)\s*\]\s*\]")
 
@@ -199,7 +202,7 @@ def needs_translation(text: str) -> bool:
     return any(c.isalpha() for c in _PROTECT.sub(" ", text))
 
 
-def _split_sentences(text: str, max_chars: int) -> list[str]:
+def _regex_sentences(text: str) -> list[str]:
     parts, start = [], 0
     for m in _SENT_END.finditer(text):
         before = text[start : m.start()].split()
@@ -211,6 +214,36 @@ def _split_sentences(text: str, max_chars: int) -> list[str]:
         start = m.end()
     if start < len(text):
         parts.append(text[start:])
+    return parts
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of one line of prose, as slices of it (`"".join` gives `text` back).
+
+    sentencex finds the boundaries (it knows "U.S. Sen. Warren" is one sentence), except after
+    a title that only ever precedes a name ("Dr. Who"); its pieces are located in `text` rather
+    than used as they are, so no character can change. Should a piece not be found, the line
+    falls back to a plain punctuation rule.
+    """
+    from sentencex import segment
+
+    starts, pos = [0], 0
+    for seg in segment("en", text):
+        core = seg.strip()
+        if not core:
+            continue
+        k = text.find(core, pos)
+        if k < 0:
+            return _regex_sentences(text)
+        if k > 0 and k not in starts and not _TITLE_END.search(text, 0, k):
+            starts.append(k)
+        pos = k + len(core)
+    # a piece starts where its sentence does; the whitespace before it stays with the previous
+    return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True) if text[a:b]]
+
+
+def _split_sentences(text: str, max_chars: int) -> list[str]:
+    parts = sentences(text)
     out = []
     for p in parts:  # overlong sentences: cut at clause breaks, then at spaces
         while len(p) > max_chars:
@@ -295,36 +328,6 @@ def restore(text: str, spans: list[str]) -> str | None:
 
 # ---------------------------------------------------------------------------- filters
 
-_DENSE = {"zh", "ja", "yue", "wuu", "ko"}  # scripts needing far fewer characters than English
-
-
-@dataclass
-class Filters:
-    """Quality checks on translated rows; a check is skipped on text shorter than `min_chars`."""
-
-    min_ratio: float | None = None  # None: 0.1 for zh/ja/ko, else 0.33
-    max_ratio: float = 3.0
-    min_chars: int = 20
-    langid: bool = True
-    numbers: bool = True
-    candidates: tuple[str, ...] = ("en",)
-
-    def ratio_bounds(self, lang: str) -> tuple[float, float]:
-        low = self.min_ratio if self.min_ratio is not None else (0.1 if lang in _DENSE else 0.33)
-        return low, self.max_ratio
-
-
-_REPEAT_CHARS = re.compile(r"(.{1,30}?)\1{4,}", re.S)
-_REPEAT_WORDS = re.compile(r"((?:\S+\s+){1,8}?)\1{3,}")
-
-
-def has_repetition(text: str) -> bool:
-    """A unit repeated 5+ times in a row (>= 15 chars), or a word n-gram 4+ times in a row."""
-    for m in _REPEAT_CHARS.finditer(text):
-        if len(m.group(0)) >= 15 and not m.group(1).isspace():
-            return True
-    return _REPEAT_WORDS.search(text + " ") is not None
-
 
 def digit_runs(text: str) -> Counter:
     """Multiset of digit runs, any script's digits mapped to ASCII ("3,5" and "3.5" agree)."""
@@ -334,24 +337,7 @@ def digit_runs(text: str) -> Counter:
 
 def check_field(src: str, tgt: str, lang: str, filters: Filters) -> tuple[str, str] | None:
     """First failed check as (reason, detail) for translated text `tgt` of source `src`."""
-    if not tgt.strip():
-        return "empty", "translation is empty"
-    if has_repetition(tgt) and not has_repetition(src):
-        return "repetition", "degenerate repetition in the translation"
-    if len(src) >= filters.min_chars:
-        low, high = filters.ratio_bounds(lang)
-        ratio = len(tgt) / len(src)
-        if not low <= ratio <= high:
-            return "length_ratio", f"length ratio {ratio:.2f} outside [{low}, {high}]"
-    letters = sum(c.isalpha() for c in tgt)
-    if filters.langid and letters >= filters.min_chars:
-        if not is_language(tgt, lang, filters.candidates):
-            return "wrong_language", f"not identified as {lang!r}"
-    if filters.numbers and digit_runs(src) != digit_runs(tgt):
-        missing = digit_runs(src) - digit_runs(tgt)
-        extra = digit_runs(tgt) - digit_runs(src)
-        return "numbers", f"numbers differ (missing {sorted(missing)}, extra {sorted(extra)})"
-    return None
+    return check_pair(src, tgt, lang, filters)
 
 
 # ---------------------------------------------------------------------------- rows
@@ -444,6 +430,49 @@ def side_paths(output: str | Path) -> tuple[Path, Path]:
     return output.with_name(stem + ".rejected.jsonl"), output.with_name(stem + ".summary.json")
 
 
+def report_path(output: str | Path) -> Path:
+    """The human-readable report of rejected rows next to `output`."""
+    output = Path(output)
+    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(stem + ".report.md")
+
+
+def _clip(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def write_report(path: str | Path, summary: dict, rejected: list[dict], per_reason: int = 50) -> Path:  # fmt: skip
+    """A Markdown page to scan: counts per reason, then each rejected row with why."""
+    lang = summary["lang"]
+    out = [
+        f"# translate report: {summary['output']}",
+        "",
+        f"language `{lang}` · rows {summary['rows']} · kept {summary['kept']} · "
+        f"rejected {summary['rejected']}",
+        "",
+        "| reason | rows |",
+        "|---|---|",
+        *(f"| {r} | {n} |" for r, n in summary["reasons"].items() if n),
+    ]
+    by_reason: dict[str, list[dict]] = {}
+    for row in rejected:
+        by_reason.setdefault(row.get("reason", "?"), []).append(row)
+    for reason, rows in by_reason.items():
+        out += ["", f"## {reason} ({len(rows)})", ""]
+        for row in rows[:per_reason]:
+            detail = str(row.get("detail", ""))
+            name = "response" if detail.startswith("response") else "prompt"
+            out += [
+                f"- `{row.get('id')}`: {detail}",
+                f"  - en: {_clip(str(row.get(name + '_en', '')))}",
+                f"  - {lang}: {_clip(str(row.get(name + '_tgt', '')))}",
+            ]
+        if len(rows) > per_reason:
+            out.append(f"- ... {len(rows) - per_reason} more in {summary['rejected_file']}")
+    return atomic_write_text(path, "\n".join(out) + "\n")
+
+
 def _progress(total: int, enabled: bool):
     from rich.progress import (
         BarColumn,
@@ -483,11 +512,14 @@ def translate_file(
     max_chars: int = 400,
     limit: int | None = None,
     show_progress: bool = True,
+    generation: dict | None = None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
 
     Rows are written a batch at a time; rejected rows (with `reason`, `detail`) go to
-    `<output stem>.rejected.jsonl`; counts go to `<output stem>.summary.json` and are returned.
+    `<output stem>.rejected.jsonl`; counts go to `<output stem>.summary.json` and are returned,
+    and `<output stem>.report.md` lists the rejected rows by reason. `generation` (the decoding
+    settings used, and where each came from) is recorded in the summary.
     Data-parallel (`mlx.launch`): rank r translates batches r, r + size, ...; after each round
     rank 0 appends the round's batches in source order, so the files equal a single-process run's.
     """
@@ -546,11 +578,12 @@ def translate_file(
         "source": str(source),
         "output": str(output),
         "rejected_file": str(rejected_path),
+        "report_file": str(report_path(output)),
         "lang": lang,
         "rows": len(rows),
         "kept": sum(i in ids for i in kept),
         "rejected": sum(reasons.values()),
-        "reasons": {r: reasons.get(r, 0) for r in REASONS},
+        "reasons": {r: reasons.get(r, 0) for r in dict.fromkeys([*REASONS, *reasons])},
         "this_run": {
             "rows": len(todo),
             "skipped_finished": len(rows) - len(todo),
@@ -560,5 +593,8 @@ def translate_file(
             "rows_per_s": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
         },
     }
+    if generation is not None:
+        summary["generation"] = generation
     atomic_write_json(summary_path, summary)
+    write_report(report_path(output), summary, [r for i, r in rejected.items() if i in ids])
     return distributed.broadcast_json(summary)

@@ -30,23 +30,36 @@ def make_m2m100(
     model_path: str | Path,
     lang: str,
     batch_size: int = 16,
-    max_new_tokens: int = 256,
-    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    num_beams: int | None = None,
     model_lang: str | None = None,
     dtype: str | None = None,
+    length_penalty: float | None = None,
+    early_stopping: bool | None = None,
 ) -> Callable[[list[str]], list[str]]:
-    """An M2M100/NLLB-200 translator (MLX) from a local checkpoint folder."""
-    from .m2m100 import Translator
+    """An M2M100/NLLB-200 translator (MLX) from a local checkpoint folder.
+
+    Decoding settings left as None come from the checkpoint's generation_config.json (as in
+    transformers); the returned function's `settings` says which value was used and from where.
+    """
+    from .m2m100 import Translator, generation_settings
 
     tr = Translator(model_path, dtype=dtype)
     target = model_lang or lang
     tr.lang_token_id(target)  # fail early on an unknown language
+    settings = generation_settings(
+        model_path,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+    )
+    kw = {k: v["value"] for k, v in settings.items()}
 
     def translate(texts: list[str]) -> list[str]:
-        return tr.translate(
-            texts, target, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams
-        )
+        return tr.translate(texts, target, batch_size=batch_size, **kw)
 
+    translate.settings = settings
     return translate
 
 
@@ -93,4 +106,5 @@ def make_llm(
                 out[i] = text.strip()
         return out
 
+    translate.settings = {"decoding": {"value": "greedy", "from": "default"}, "max_tokens": {"value": max_tokens, "from": "flag"}}  # fmt: skip
     return translate

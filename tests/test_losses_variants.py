@@ -22,7 +22,8 @@ def _np_loss(pref: str, beta: float, gamma: float, pc=PC, pr=PR) -> np.ndarray:
     h = (pc - RC) - (pr - RR)
     if pref == "sigmoid":
         return np.logaddexp(0.0, -beta * h)
-    if pref == "ipo":
+    if pref == "ipo":  # length-normalised log-probs (IPO paper, TRL)
+        h = (pc / NC - RC / NC) - (pr / NR - RR / NR)
         return (h - 1 / (2 * beta)) ** 2
     if pref == "hinge":
         return np.maximum(0.0, 1 - beta * h)
@@ -44,8 +45,10 @@ def test_hand_values_of_each_term():
         for p in PREFERENCE_LOSSES
     }  # fmt: skip
     assert losses["sigmoid"][0] == pytest.approx(np.log(2))  # -log sigmoid(0)
-    assert losses["ipo"][0] == pytest.approx(1.0)  # (0 - 1/(2*0.5))^2
-    assert losses["ipo"][3] == pytest.approx(0.25)  # (1.5 - 1)^2
+    # IPO pair 0: h = (-12/4 + 13/4) - (-15/5 + 16/5) = 0.25 - 0.2 = 0.05; (0.05 - 1)^2
+    assert losses["ipo"][0] == pytest.approx(0.9025, rel=1e-5)
+    # pair 3: h = (-20/5 + 21/5) - (-20.5/6 + 20/6) = 0.2 + 1/12; (17/60 - 1)^2 = (43/60)^2
+    assert losses["ipo"][3] == pytest.approx((43 / 60) ** 2, rel=1e-5)
     assert losses["hinge"][0] == pytest.approx(1.0)  # max(0, 1 - 0)
     assert losses["hinge"][1] == pytest.approx(3.0)  # max(0, 1 + 2)
     assert losses["hinge"][3] == pytest.approx(0.25)  # max(0, 1 - 0.75)
@@ -72,6 +75,8 @@ def test_clo_loss_with_each_preference_matches_numpy(pref, beta, lam, gamma):
     assert m["loss/dpo"].item() == pytest.approx(term.mean(), rel=1e-5)
     if pref == "simpo":  # reference-free, length-normalised rewards
         rc, rr = beta * PC / NC, beta * PR / NR
+    elif pref == "ipo":  # length-normalised log-probs
+        rc, rr = beta * (PC - RC) / NC, beta * (PR - RR) / NR
     else:
         rc, rr = beta * (PC - RC), beta * (PR - RR)
     assert m["rewards/chosen"].item() == pytest.approx(rc.mean(), rel=1e-5, abs=1e-6)

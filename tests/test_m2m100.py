@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -174,3 +175,58 @@ def test_load_errors(tmp_path, tiny):
     (tmp_path / "config.json").write_text((path / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match="safetensors"):
         load_model(tmp_path)
+
+
+def test_generation_config_is_the_default(tiny, tmp_path):
+    import shutil
+
+    from clo_mlx.m2m100 import generation_settings
+
+    name, path, _, _ = tiny
+    ckpt = Path(shutil.copytree(path, tmp_path / "ckpt"))
+    gen = {"num_beams": 3, "early_stopping": True, "max_length": 14, "length_penalty": 0.6}
+    ids = {"bos_token_id": 0, "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}
+    (ckpt / "generation_config.json").write_text(json.dumps({**gen, **ids}))
+    settings = generation_settings(ckpt)
+    assert settings["num_beams"] == {"value": 3, "from": "generation_config.json"}
+    assert settings["max_new_tokens"] == {"value": 13, "from": "generation_config.json"}
+    assert generation_settings(ckpt, num_beams=1)["num_beams"] == {"value": 1, "from": "flag"}
+    assert generation_settings(path)["num_beams"] == {"value": 1, "from": "default"}
+
+    # transformers reads the same file: with no arguments both decode alike
+    hf = transformers.M2M100ForConditionalGeneration.from_pretrained(str(ckpt)).eval()
+    tr = Translator(ckpt)
+    forced = tr.lang_token_id("sw")
+    with torch.no_grad():
+        ref = hf.generate(**_hf_batch(tr, TEXTS), forced_bos_token_id=forced)
+    kw = {k: v["value"] for k, v in settings.items()}
+    ours = generate(tr.model, tr.encode(TEXTS), forced_bos_token_id=forced, **kw)
+    assert ours == _trim(ref.tolist()), name
+    greedy = generate(tr.model, tr.encode(TEXTS), forced_bos_token_id=forced, max_new_tokens=13)
+    assert greedy != ours  # the stored beam settings made a difference
+
+
+def test_beam_sources_that_are_done_leave_the_batch(tiny, monkeypatch):
+    import clo_mlx.m2m100 as m2m
+
+    name, _, hf, tr = tiny
+    forced = tr.lang_token_id("sw")
+    texts = TEXTS + ["Red.", "Say hello to a friend today, please, and then say it again."]
+    rows, select = [], m2m.DecoderState.select
+
+    def counting(self, r, cross_rows=None):
+        rows.append(r.shape[0])
+        return select(self, r, cross_rows)
+
+    monkeypatch.setattr(m2m.DecoderState, "select", counting)
+    ours = generate(
+        tr.model, tr.encode(texts), forced_bos_token_id=forced, max_new_tokens=30,
+        num_beams=3, early_stopping=True,
+    )  # fmt: skip
+    with torch.no_grad():
+        ref = hf.generate(
+            **_hf_batch(tr, texts), forced_bos_token_id=forced, max_new_tokens=30,
+            num_beams=3, early_stopping=True, do_sample=False,
+        )  # fmt: skip
+    assert ours == _trim(ref.tolist()), name
+    assert rows[0] == 3 * len(texts) and min(rows) < rows[0], rows  # some left early

@@ -122,6 +122,36 @@ def test_split_keeps_code_urls_numbers():
         assert s in kept
 
 
+def test_split_keeps_abbreviations_together():
+    # The old punctuation rule sent "U.S.", "Sen." and "The U.S." to the model as sentences.
+    text = "U.S. Sen. Elizabeth Warren says she will run. The U.S. Navy said it was ready."
+    todo = [p.text for p in split_text(text) if p.translate]
+    assert todo == [
+        "U.S. Sen. Elizabeth Warren says she will run.",
+        "The U.S. Navy said it was ready.",
+    ]
+    assert [p.text for p in split_text("Hi. Dr. Who stays.") if p.translate] == [
+        "Hi.",
+        "Dr. Who stays.",
+    ]
+
+
+@pytest.mark.skipif(
+    not (
+        Path(__file__).parents[1] / ".." / "shared" / "data" / "ntrex128_parallel_7lang.jsonl"
+    ).exists(),
+    reason="../shared/data/ntrex128_parallel_7lang.jsonl not present",
+)
+def test_split_real_paragraphs_rejoin_exactly():
+    path = Path(__file__).parents[1] / ".." / "shared" / "data" / "ntrex128_parallel_7lang.jsonl"
+    en = [json.loads(x)["en"] for x in path.open()]
+    for i in range(0, 600, 6):
+        text = "  ".join(en[i : i + 6]) + "\n\n- " + en[i]
+        pieces = split_text(text, max_chars=120)
+        assert "".join(p.text for p in pieces) == text
+        assert all(len(p.text) <= 120 for p in pieces if p.translate)
+
+
 def test_long_sentence_is_cut():
     text = ", ".join(["word " * 8] * 10)
     pieces = [p.text for p in split_text(text, max_chars=100)]
@@ -363,6 +393,12 @@ def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     )
     assert sum(summary["reasons"].values()) == len(rejected)
     assert "kept" in res.output
+    # decoding settings: the flag, else the checkpoint (no generation_config.json), else defaults
+    assert summary["generation"]["num_beams"] == {"value": 2, "from": "flag"}
+    assert summary["generation"]["length_penalty"] == {"value": 1.0, "from": "default"}
+    assert "num_beams=2 (flag)" in res.output
+    report = Path(summary["report_file"]).read_text()
+    assert all(r["id"] in report for r in rejected)
     # a second run has nothing left to do
     res = CliRunner().invoke(app, args)
     assert (
