@@ -629,6 +629,8 @@ def train(
                     if main:
                         save_checkpoint(adapter_path, it, model, optimizer, cfg)
                         save_adapters(model, adapter_path, cfg)
+                    # mlx.launch stops every rank once one exits non-zero: wait for rank 0's save.
+                    distributed.barrier()
                     raise TrainingInterrupted(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."
