@@ -166,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--calibrate", action="store_true", help="rewrite the shipped band table")
+    ap.add_argument("--split", choices=("held", "cal"), default="held", help="part to measure on")
     ap.add_argument(
         "--examples", type=int, default=0, help="print N rejected references per language"
     )
@@ -184,7 +185,7 @@ def main() -> None:
         from clo_mlx.translate_filters import length_bands
 
         length_bands.cache_clear()
-    report = evaluate(pairs["held"], args.examples)
+    report = evaluate(pairs[args.split], args.examples)
     kinds = ("truncated", "untranslated", "repeated", "changed_number", "dropped_number")
     print(
         "| lang | good rejected (all held-out) | NTREX only | by reason | "

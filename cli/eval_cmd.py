@@ -48,8 +48,10 @@ def eval_command(
 ) -> None:
     """Compare adapters (and the base model) on language fidelity, preference accuracy, perplexity
     and multiple-choice accuracy. The reference of the preference metrics is the base model."""
-    from clo_mlx.evaluate import EvalOptions, compare_models, markdown_table
+    from clo_mlx.evaluate import EvalOptions, check_names, compare_models, markdown_table
     from clo_mlx.multiple_choice import load_mc
+
+    check_names(name or None, adapter_path, base)
 
     opts = EvalOptions(
         batch_size=batch_size,

@@ -10,9 +10,9 @@ from cli.main import app
 
 
 def fail(e: Exception) -> None:
-    """Print a clean one-line error and exit 1 (no traceback for user errors)."""
+    """Print a clean one-line error and exit 2, as every bad input does (no traceback)."""
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(2)
 
 
 def base_model_option():

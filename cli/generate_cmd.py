@@ -26,15 +26,24 @@ def generate(
     """Greedy answers to the prompts (batched, with a KV cache)."""
     from clo_mlx.demo import DEMO_MODEL
     from clo_mlx.fidelity import generate_responses, judge
+    from clo_mlx.langid import check_language
     from clo_mlx.models import load_model
 
     if max_tokens < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--max-tokens")
+    cands = [c.strip() for c in languages.split(",") if c.strip()]
+    if detect:  # checked before the model is loaded and answers are generated
+        if not cands:
+            raise typer.BadParameter("no language codes given", param_hint="--languages")
+        for c in cands:
+            try:
+                check_language(c)
+            except ValueError as e:
+                raise typer.BadParameter(str(e), param_hint="--languages") from None
     mdl, tokenizer = load_model(model or str(DEMO_MODEL), adapter_path=adapter_path)
     answers = generate_responses(
         mdl, tokenizer, prompt, max_tokens=max_tokens, chat_template=chat_template
     )
-    cands = [c.strip() for c in languages.split(",") if c.strip()]
     for p, a in zip(prompt, answers, strict=True):
         typer.echo(f"> {p}")
         typer.echo(a)

@@ -6,6 +6,7 @@ Each command lives in its own module under `cli/` and registers itself on `app`.
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Importing a command module registers its commands on `app`.
+    import cli.data_cmd  # noqa: F401
     import cli.doctor_cmd  # noqa: F401
     import cli.eval_cmd  # noqa: F401
     import cli.generate_cmd  # noqa: F401
@@ -28,11 +30,24 @@ def _register_commands() -> None:
     from cli import export_cmd, fuse_cmd, score_cmd, train_cmd  # noqa: F401
 
 
+# Commands that never run MLX: no fast-BLAS re-exec and no line about it.
+NO_COMPUTE = {"data"}
+
+
+def computes(args: list[str]) -> bool:
+    """Whether the command line `args` (without the program) runs MLX (not help, not `data`)."""
+    if not args or "--help" in args or "-h" in args:
+        return False
+    command = next((a for a in args if not a.startswith("-")), None)
+    return command is not None and command not in NO_COMPUTE
+
+
 def main() -> None:
     # First, before anything imports mlx: on Linux CPUs re-exec with OpenBLAS preloaded.
-    from clo_mlx.blas import ensure_fast_blas
+    if computes(sys.argv[1:]):
+        from clo_mlx.blas import ensure_fast_blas
 
-    ensure_fast_blas()
+        ensure_fast_blas()
     # clo-mlx never downloads: models come from local folders or the local Hugging Face cache.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _register_commands()

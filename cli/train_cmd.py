@@ -19,7 +19,15 @@ def train(
         None, help="Local model folder (HF layout) or a cached HF repo id."
     ),
     data: str | None = typer.Option(
-        None, help="JSONL file, or folder with train/valid/test.jsonl."
+        None,
+        help="JSONL file, folder with train/valid/test.jsonl, or a Hugging Face dataset "
+        "(parquet/arrow file, save_to_disk folder, or a dataset id in the local HF cache).",
+    ),
+    split: str | None = typer.Option(
+        None, help="Hugging Face data: the split to train on (default: train, validation, test)."
+    ),
+    columns: str | None = typer.Option(
+        None, help="Hugging Face data: column names, e.g. prompt=question,chosen=better."
     ),
     adapter_path: str | None = typer.Option(
         None, help="Where adapters, checkpoints and metrics go."
@@ -71,6 +79,13 @@ def train(
     skip_nonfinite: bool | None = typer.Option(
         None, "--skip-nonfinite/--no-skip-nonfinite", help="Skip batches with a NaN/inf loss."
     ),
+    report_to: str | None = typer.Option(
+        None, help="Experiment trackers, comma-separated: wandb, swanlab, tensorboard."
+    ),
+    project_name: str | None = typer.Option(None, help="Tracker project (default clo-mlx)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print every metric of each report and evaluation."
+    ),
     overwrite: bool = typer.Option(
         False, help="Replace an earlier run in adapter_path (default: refuse)."
     ),
@@ -80,6 +95,7 @@ def train(
 ) -> None:
     """Train adapters with CLO (default), SFT or DPO. No arguments: the built-in offline demo."""
     from clo_mlx.config import build_config
+    from clo_mlx.hf_data import parse_columns
     from clo_mlx.run import run_training
 
     nested = {
@@ -115,6 +131,10 @@ def train(
         "resume": resume,
         "reference_adapter_path": reference_adapter_path,
         "skip_nonfinite": skip_nonfinite,
+        "data_split": split,
+        "data_columns": parse_columns(columns) or None,
+        "report_to": report_to,
+        "project_name": project_name,
     }
     for key, sub in nested.items():
         given = {k: v for k, v in sub.items() if v is not None}
@@ -126,9 +146,9 @@ def train(
 
         demo_overrides = {k: v for k, v in overrides.items() if v is not None}
         if compare_sft:
-            run_demo_comparison(**demo_overrides)
+            run_demo_comparison(verbose=verbose, **demo_overrides)
         else:
-            run_demo(**demo_overrides)
+            run_demo(verbose=verbose, **demo_overrides)
         return
     cfg = build_config(config, overrides)
-    run_training(cfg, overwrite=overwrite)
+    run_training(cfg, overwrite=overwrite, verbose=verbose)

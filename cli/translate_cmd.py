@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -12,7 +13,13 @@ from cli.main import app
 @app.command()
 def translate(
     source: Path = typer.Option(
-        ..., help="English SFT JSONL: prompt/response, Alpaca or single-turn messages rows."
+        ...,
+        help="English SFT rows (prompt/response, Alpaca, single-turn messages or ShareGPT): "
+        "JSONL, or a Hugging Face dataset (parquet/arrow, save_to_disk folder, cached id).",
+    ),
+    split: str | None = typer.Option(None, help="Hugging Face data: the split (default train)."),
+    columns: str | None = typer.Option(
+        None, help="Hugging Face data: column names, e.g. prompt=question,response=answer."
     ),
     lang: str = typer.Option(..., help="Target language (ISO 639-1, e.g. sw, yo, de, zh)."),
     output: Path = typer.Option(..., help="Parallel CLO JSONL to write (appended; resumable)."),
@@ -54,6 +61,10 @@ def translate(
     check_numbers: bool = typer.Option(
         True, "--check-numbers/--no-check-numbers", help="Reject rows whose numbers changed."
     ),
+    min_logprob: float | None = typer.Option(
+        None,
+        help="m2m100: reject rows whose translator's mean token log-prob is below this (off by default; not calibrated).",
+    ),
     limit: int | None = typer.Option(None, help="Translate only the first N rows."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -63,7 +74,7 @@ def translate(
 
     from clo_mlx.data import DataError
     from clo_mlx.langid import check_language as check_code
-    from clo_mlx.translate import Filters, translate_file
+    from clo_mlx.translate import Filters, read_finished, read_sft, side_paths, translate_file
     from clo_mlx.translate_backends import make_llm, make_m2m100
 
     if backend not in ("m2m100", "llm"):
@@ -75,31 +86,63 @@ def translate(
         check_code(lang, where="--lang")
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--lang") from e
-    if not source.is_file():
+    from clo_mlx.hf_data import is_hf_source
+
+    if not source.is_file() and not is_hf_source(source):
         raise typer.BadParameter(f"{source}: no such file", param_hint="--source")
+    if lang == "en":
+        raise typer.BadParameter(
+            "names the target language; it cannot be 'en'", param_hint="--lang"
+        )
+    if output.is_dir():
+        raise typer.BadParameter(
+            f"{output}: is a folder; give the JSONL file to write", param_hint="--output"
+        )
     if not (model / "config.json").is_file():
         raise typer.BadParameter(
             f"{model}: not a model folder (no config.json)", param_hint="--model"
         )
-    if backend == "m2m100":
-        fn = make_m2m100(
-            model, lang, batch_size, max_new_tokens, beams, model_lang, dtype,
-            length_penalty=length_penalty, early_stopping=early_stopping,
-        )  # fmt: skip
-    else:
-        fn = make_llm(model, lang, batch_size, max_new_tokens or 256)
+    try:
+        model_type = json.loads((model / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise typer.BadParameter(f"{model / 'config.json'}: not a JSON object ({e})") from None
+    if backend == "llm" and model_type == "m2m_100":
+        raise typer.BadParameter(
+            f"{model} is an M2M100/NLLB translation model; use --backend m2m100",
+            param_hint="--model",
+        )
+
+    def fail(e: Exception) -> None:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from e
+
+    try:
+        # Input files first: a bad row must not wait for the model to load.
+        read_sft(source, split, columns)
+        for path in (output, *side_paths(output)[:1]):
+            read_finished(path, lang)
+        if backend == "m2m100":
+            fn = make_m2m100(
+                model, lang, batch_size, max_new_tokens, beams, model_lang, dtype,
+                length_penalty=length_penalty, early_stopping=early_stopping,
+                with_scores=min_logprob is not None,
+            )  # fmt: skip
+        else:
+            fn = make_llm(model, lang, batch_size, max_new_tokens or 256)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        fail(e)
     filters = Filters(
-        min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers
-    )
+        min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers,
+        min_logprob=min_logprob,
+    )  # fmt: skip
     try:
         summary = translate_file(
             source, output, lang, fn, batch_size=batch_size, filters=filters,
             max_chars=max_chars, limit=limit, show_progress=progress,
-            generation=getattr(fn, "settings", None),
+            generation=getattr(fn, "settings", None), split=split, columns=columns,
         )  # fmt: skip
     except (DataError, ValueError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(1) from e
+        fail(e)
     from clo_mlx import distributed
 
     if not distributed.is_main():  # under mlx.launch only rank 0 reports

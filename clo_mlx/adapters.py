@@ -52,6 +52,29 @@ def selected_layers(model: nn.Module, num_layers: int) -> list:
     return model.layers[-max(num_layers, 0) :] if num_layers != -1 else list(model.layers)
 
 
+def check_trainable_fits(model: nn.Module, cfg: TrainConfig) -> None:
+    """What `apply_trainable` would refuse, checked without changing the model: the keys, the
+    layer count, and a LoRA rank no larger than the smaller side of every adapted matrix."""
+    _check_keys(model, cfg.lora_parameters["keys"])
+    layers = selected_layers(model, cfg.num_layers)
+    if cfg.fine_tune_type == "full":
+        return
+    rank, keys = cfg.lora_parameters["rank"], cfg.lora_parameters["keys"]
+    found = {**dict(model.named_modules()), **(dict(layers[0].named_modules()) if layers else {})}
+    for name, module in ((k, found[k]) for k in keys if k in found):
+        module = getattr(module, "linear", module)  # already a LoRA layer (reference adapters)
+        if not isinstance(module, (nn.Linear, nn.QuantizedLinear)):
+            continue
+        out_dims, in_dims = module.weight.shape
+        if isinstance(module, nn.QuantizedLinear):
+            in_dims *= 32 // module.bits
+        if rank > min(in_dims, out_dims):
+            raise AdapterError(
+                f"lora_parameters.rank={rank} is larger than {name} ({in_dims} -> {out_dims}) "
+                f"of this model: at most {min(in_dims, out_dims)}"
+            )
+
+
 def apply_trainable(model: nn.Module, cfg: TrainConfig) -> None:
     """Freeze the model and make only the configured parameters trainable."""
     from mlx_lm.tuner.utils import linear_to_lora_layers

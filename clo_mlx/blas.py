@@ -296,6 +296,11 @@ def cached_probe(lib: str, reference_blas: str | None = None) -> Probe:
         if shim:
             result = run_probe(lib, {"LD_LIBRARY_PATH": shim})
     cache[key] = {"ok": result.ok, "env": result.extra_env, "error": result.error}
+    _write_cache(path, cache)
+    return result
+
+
+def _write_cache(path: Path, cache: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
@@ -303,7 +308,22 @@ def cached_probe(lib: str, reference_blas: str | None = None) -> Probe:
         os.replace(f.name, path)
     except OSError:
         pass
-    return result
+
+
+def first_announcement(lib: str) -> bool:
+    """True the first time `lib` is announced on this machine (remembered in the probe cache):
+    the "using OpenBLAS" line is shown once, not before every command (`clo-mlx doctor` shows it)."""
+    path = cache_path()
+    key = "announced " + os.path.realpath(lib)
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if cache.get(key):
+        return False
+    cache[key] = True
+    _write_cache(path, cache)
+    return True
 
 
 def active_blas() -> str | None:
@@ -354,7 +374,8 @@ def ensure_fast_blas(stderr=None) -> Decision:
     """Re-execute this process with OpenBLAS preloaded when MLX would use the reference BLAS.
 
     Returns (instead of re-executing) when nothing is to be done; prints one short line on
-    stderr when it re-executes or when the slow reference BLAS stays in use.
+    stderr the first time it re-executes with a library, or when the slow reference BLAS stays
+    in use.
     """
     stderr = stderr or sys.stderr
     facts = gather_facts()
@@ -363,9 +384,12 @@ def ensure_fast_blas(stderr=None) -> Decision:
         env = dict(os.environ)
         env.update(decision.env)
         argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
-        print(
-            f"clo-mlx: using OpenBLAS {decision.library} ({OPT_OUT_ENV}=1 to turn off)", file=stderr
-        )
+        if first_announcement(decision.library):
+            print(
+                f"clo-mlx: using OpenBLAS {decision.library} ({OPT_OUT_ENV}=1 to turn off; "
+                "shown once, `clo-mlx doctor` reports it)",
+                file=stderr,
+            )
         stderr.flush()
         sys.stdout.flush()
         os.execve(sys.executable, argv, env)

@@ -46,6 +46,8 @@ RESUMABLE_CHANGES = {
     "cache_dir",
     "resume",
     "adapter_path",
+    "report_to",
+    "project_name",
 }
 
 

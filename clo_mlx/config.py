@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ NLL_LANGUAGES = ("target", "both")
 SFT_LANGUAGES = ("target", "en", "both")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Far beyond any model's context: a typo (e.g. an extra zero), not a setting.
+MAX_SEQ_LENGTH_LIMIT = 1 << 20
+LR_SCHEDULES = ("cosine_decay", "exponential_decay", "linear_schedule", "step_decay")
 
 
 class ConfigError(CloError):
@@ -46,6 +51,8 @@ def _default_clo() -> dict:
 class TrainConfig:
     model: str | None = None
     data: str | None = None
+    data_split: str | None = None  # Hugging Face data: the split to train on (default: splits)
+    data_columns: dict | None = None  # Hugging Face data: {name clo-mlx reads: column}
     train: bool = True
     fine_tune_type: str = "lora"
     num_layers: int = -1  # -1: all layers (the paper adapts attention in every layer)
@@ -81,6 +88,8 @@ class TrainConfig:
     test_batches: int = -1
     clear_cache_threshold: int = 0
     trust_remote_code: bool = False
+    report_to: str | None = None  # mlx-lm's key: comma-separated wandb, swanlab, tensorboard
+    project_name: str | None = None  # tracker project (default clo-mlx)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,6 +183,11 @@ def _validate(cfg: dict, where: str) -> None:
                 f"{where}: {name} must be one of {list(allowed)}, got {value!r}."
                 f"{_suggest(str(value), allowed)}"
             )
+    if cfg["train"] is not True:
+        raise ConfigError(
+            f"{where}: train: false is not supported: `clo-mlx train` always trains; "
+            "evaluate adapters with `clo-mlx eval` or `clo-mlx score`"
+        )
     positive = ("batch_size", "iters", "steps_per_report", "steps_per_eval", "save_every")
     for name in (*positive, "max_seq_length", "grad_accumulation_steps"):
         if cfg[name] < 1:
@@ -192,6 +206,126 @@ def _validate(cfg: dict, where: str) -> None:
     keys = cfg["lora_parameters"]["keys"]
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"{where}: lora_parameters.keys must be a non-empty list of module paths")
+    # `not x > 0` also catches NaN, which every ordered comparison lets through.
+    if not (cfg["learning_rate"] >= 0 and math.isfinite(cfg["learning_rate"])):
+        raise ConfigError(
+            f"{where}: learning_rate must be a finite number >= 0, got {cfg['learning_rate']}"
+        )
+    for name in ("clo.beta", "lora_parameters.scale"):
+        parent, _, child = name.partition(".")
+        value = cfg[parent][child] if child else cfg[parent]
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{where}: {name} must be a positive finite number, got {value}")
+    for name in ("clo.lambda", "clo.simpo_gamma"):
+        value = cfg["clo"][name.split(".")[1]]
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {name} must be a finite number, got {value}")
+    dropout = cfg["lora_parameters"]["dropout"]
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"{where}: lora_parameters.dropout must be in [0, 1), got {dropout}")
+    if cfg["num_layers"] != -1 and cfg["num_layers"] < 1:
+        raise ConfigError(
+            f"{where}: num_layers must be >= 1 (the last N layers) or -1 (all), "
+            f"got {cfg['num_layers']}"
+        )
+    for name in ("val_batches", "test_batches"):
+        if cfg[name] != -1 and cfg[name] < 1:
+            raise ConfigError(f"{where}: {name} must be >= 1 or -1 (all), got {cfg[name]}")
+    chunk = cfg["logprob_chunk_size"]
+    if chunk is not None and chunk < 0:
+        raise ConfigError(
+            f"{where}: logprob_chunk_size must be >= 1, 0 (off) or null (automatic), got {chunk}"
+        )
+    if cfg["max_seq_length"] > MAX_SEQ_LENGTH_LIMIT:
+        raise ConfigError(
+            f"{where}: max_seq_length={cfg['max_seq_length']} is beyond any model's context "
+            f"(at most {MAX_SEQ_LENGTH_LIMIT})"
+        )
+    if cfg["clear_cache_threshold"] < 0:
+        raise ConfigError(f"{where}: clear_cache_threshold must be >= 0")
+    _check_schedule(cfg["lr_schedule"], where)
+    optimizer_kwargs(cfg["optimizer"], cfg["optimizer_config"], where)
+    from .reporting import parse_report_to
+
+    try:
+        parse_report_to(cfg["report_to"], f"{where}: report_to")
+    except CloError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_schedule(schedule: dict | None, where: str) -> None:
+    """mlx-lm's `lr_schedule: {name, arguments, warmup?, warmup_init?}`, checked by building it."""
+    if schedule is None:
+        return
+    allowed = ("name", "arguments", "warmup", "warmup_init")
+    for key in schedule:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key lr_schedule.{key}.{_suggest(str(key), allowed)}"
+            )
+    name = schedule.get("name")
+    if name not in LR_SCHEDULES:
+        raise ConfigError(
+            f"{where}: lr_schedule.name must be one of {list(LR_SCHEDULES)}, got {name!r}."
+            f"{_suggest(str(name), LR_SCHEDULES)}"
+        )
+    args = schedule.get("arguments")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(
+            f"{where}: lr_schedule.arguments must be a non-empty list (the arguments of "
+            f"mlx.optimizers.{name}, the initial learning rate first), got {args!r}"
+        )
+    warmup = schedule.get("warmup", 0)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise ConfigError(f"{where}: lr_schedule.warmup must be an integer >= 0, got {warmup!r}")
+    from mlx_lm.tuner.utils import build_schedule
+
+    try:
+        lr = build_schedule(schedule)(0)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"{where}: lr_schedule: arguments {args!r} do not fit mlx.optimizers.{name} ({e})"
+        ) from None
+    if not math.isfinite(float(lr)):
+        raise ConfigError(f"{where}: lr_schedule gives a non-finite learning rate")
+
+
+def optimizer_kwargs(optimizer: str, config: dict, where: str = "config") -> dict:
+    """The keyword arguments of `optimizer` in `optimizer_config`: flat (`{betas: [...]}`) or
+    mlx-lm's per-optimizer form (`{adam: {betas: [...]}, sgd: {...}}`); checked against the
+    optimizer's signature and by constructing it."""
+    import mlx.optimizers as optim
+
+    per_optimizer = ("adam", "adamw", "muon", "sgd", "adafactor")  # mlx-lm's keys
+    nested = [k for k in config if k in per_optimizer]
+    if nested:
+        flat = [k for k in config if k not in per_optimizer]
+        if flat:
+            raise ConfigError(
+                f"{where}: optimizer_config mixes optimizer names {nested} with options {flat}; "
+                "use either {adam: {...}, sgd: {...}} (mlx-lm) or the options of `optimizer`"
+            )
+        config = config.get(optimizer) or {}
+        label = f"optimizer_config.{optimizer}"
+        if not isinstance(config, dict):
+            raise ConfigError(f"{where}: {label} must be a mapping, got {config!r}")
+    else:
+        label = "optimizer_config"
+    cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
+           "adafactor": optim.Adafactor}[optimizer]  # fmt: skip
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)]
+    valid = [p for p in params if p != "learning_rate"]
+    for key in config:
+        if key not in valid:
+            raise ConfigError(
+                f"{where}: {label}: {key!r} is not an option of {optimizer} "
+                f"(valid: {valid}).{_suggest(str(key), valid)}"
+            )
+    try:
+        cls(learning_rate=1e-3, **config)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {label}: bad value for {optimizer} ({e})") from None
+    return dict(config)
 
 
 def merge_overrides(base: dict, updates: dict) -> dict:
@@ -205,6 +339,43 @@ def merge_overrides(base: dict, updates: dict) -> dict:
     return out
 
 
+def _unique_key_loader():
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last) and
+    reads `1e-5` as a float (PyYAML: a string), as mlx-lm's config loader does."""
+    import re
+
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+            |\.[0-9_]+(?:[eE][-+][0-9]+)?
+            |[-+]?\.(?:inf|Inf|INF)
+            |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
+    return UniqueKeyLoader
+
+
 def load_yaml(path: str | Path) -> dict:
     import yaml
 
@@ -214,7 +385,7 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -227,9 +398,13 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def build_config(
-    config_file: str | Path | None = None, overrides: dict | None = None
+    config_file: str | Path | None = None,
+    overrides: dict | None = None,
+    overrides_where: str = "command line",
 ) -> TrainConfig:
-    """Defaults, then the YAML file, then `overrides` (CLI flags; None values are ignored)."""
+    """Defaults, then the YAML file, then `overrides` (CLI flags; None values are ignored).
+
+    `overrides_where` names the overrides' origin in error messages."""
     cfg = TrainConfig().to_dict()
     where = "defaults"
     if config_file is not None:
@@ -237,7 +412,7 @@ def build_config(
         _merge(cfg, load_yaml(config_file), where)
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
     if cli:
-        _merge(cfg, copy.deepcopy(cli), "command line")
-        where = f"{where} + command line" if config_file else "command line"
+        _merge(cfg, copy.deepcopy(cli), overrides_where)
+        where = f"{where} + {overrides_where}" if config_file else overrides_where
     _validate(cfg, where)
     return TrainConfig(**cfg)

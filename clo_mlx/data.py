@@ -7,12 +7,18 @@ Two row formats (one per file):
 - preference (plain DPO): {"prompt", "chosen", "rejected", "id"?} gives one pair of kind "pair".
 
 `data` may be a JSONL file or a folder with train.jsonl / valid.jsonl / test.jsonl (as mlx-lm).
-Every problem is reported as `file:line: field ...` before any long work starts.
+Every problem is reported as `file:line: field ...` before any long work starts. Refused: a key
+given twice in one object, a field name one typo away from a known one (`respons_tgt`), the same
+`id` on two rows of one `lang`, text that is not valid Unicode (a lone surrogate, "\\ud800").
+Other extra fields are ignored. Rows whose chosen and rejected texts are identical carry no preference
+signal: they are kept (their NLL term still counts) and reported as a warning with their lines.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +42,7 @@ class Pair:
     prompt: str
     chosen: str
     rejected: str
+    where: str = ""  # "file:line" of the row, for messages
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
@@ -54,13 +61,36 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
         except UnicodeDecodeError as e:
             raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from e
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from e
+            raise DataError(f"{path}:{lineno}: malformed JSON ({json_error(e)})") from e
+        except _DuplicateKey as e:
+            raise DataError(f"{path}:{lineno}: duplicate key {e.args[0]!r} in one object") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         rows.append((lineno, obj))
     return rows
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads keeps the last of repeated keys; a row with two "response_tgt" is ambiguous.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def json_error(e: json.JSONDecodeError) -> str:
+    """`e`'s message and column ("Unterminated string starting at column 9", not "at at")."""
+    return f"{e.msg}{'' if e.msg.endswith(' at') else ' at'} column {e.colno}"
 
 
 def detect_format(obj: dict) -> str | None:
@@ -74,19 +104,46 @@ def detect_format(obj: dict) -> str | None:
 
 def _require_text(obj: dict, field: str, where: str) -> str:
     if field not in obj:
-        raise DataError(f"{where}: missing field {field!r}")
+        unknown = [k for k in obj if k not in (*PARALLEL_FIELDS, *PREFERENCE_FIELDS, "id")]
+        near = difflib.get_close_matches(field, unknown, n=1, cutoff=0.6)
+        hint = f"; found unknown field {near[0]!r} (a typo?)" if near else ""
+        raise DataError(f"{where}: missing field {field!r}{hint}")
     value = obj[field]
     if not isinstance(value, str):
         raise DataError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DataError(f"{where}: field {field!r} is empty")
+    check_unicode(value, field, where)
     return value
 
 
-def load_rows(path: str | Path) -> tuple[str, list[dict]]:
-    """Validate a JSONL data file; return its format and rows (with `_line` added)."""
+def check_unicode(value: str, field: str, where: str) -> None:
+    """Refuse a lone surrogate ("\\ud800" is valid JSON, but no tokenizer takes it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"{where}: field {field!r} is not valid Unicode text (lone surrogate "
+            f"{value[e.start]!r} at character {e.start})"
+        ) from None
+
+
+def _check_field_names(obj: dict, fields: tuple[str, ...], where: str) -> None:
+    """Refuse a field name one typo away from a known one (it would be silently ignored)."""
+    known = (*fields, "id")
+    for key in obj:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if near:
+            raise DataError(f"{where}: unknown field {key!r}. Did you mean {near[0]!r}?")
+
+
+def load_rows(path: str | Path, lines: list | None = None) -> tuple[str, list[dict]]:
+    """Validate a JSONL data file (or `lines` read from `path`, see hf_data); return its
+    format and rows (with `_line` added)."""
     path = Path(path)
-    lines = read_jsonl(path)
+    lines = read_jsonl(path) if lines is None else lines
     if not lines:
         raise DataError(f"{path}: no rows")
     first_line, first = lines[0]
@@ -98,8 +155,11 @@ def load_rows(path: str | Path) -> tuple[str, list[dict]]:
         )
     fields = PARALLEL_FIELDS if fmt == "parallel" else PREFERENCE_FIELDS
     rows = []
+    ids: dict[tuple[str, str], int] = {}
+    same: list[int] = []
     for lineno, obj in lines:
         where = f"{path}:{lineno}"
+        _check_field_names(obj, fields, where)
         row = {f: _require_text(obj, f, where) for f in fields}
         if fmt == "parallel":
             try:
@@ -109,29 +169,49 @@ def load_rows(path: str | Path) -> tuple[str, list[dict]]:
             if row["lang"] == "en":
                 raise DataError(f"{where}: field 'lang' is 'en'; it names the target language")
         if "id" in obj:
-            row["id"] = obj["id"]
+            rid = obj["id"]
+            if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+                raise DataError(f"{where}: field 'id' must be a string or an integer")
+            # One English row translated into several languages keeps its id in each.
+            key = (str(rid), row.get("lang", ""))
+            if key in ids:
+                lang = f" for lang {key[1]!r}" if key[1] else ""
+                raise DataError(f"{where}: duplicate id {rid!r}{lang} (first on line {ids[key]})")
+            ids[key] = lineno
+            row["id"] = rid
+        chosen, rejected = ("response_en", "response_tgt") if fmt == "parallel" else fields[1:]
+        if row[chosen] == row[rejected]:
+            same.append(lineno)
         row["_line"] = lineno
         rows.append(row)
+    if same:
+        shown = ", ".join(str(n) for n in same[:5]) + (" ..." if len(same) > 5 else "")
+        what = "response_en == response_tgt" if fmt == "parallel" else "chosen == rejected"
+        print(
+            f"clo-mlx: warning: {path}: {len(same)} of {len(rows)} rows have {what} (lines "
+            f"{shown}); they carry no preference signal",
+            file=sys.stderr,
+        )
     return fmt, rows
 
 
-def rows_to_pairs(fmt: str, rows: list[dict]) -> list[Pair]:
+def rows_to_pairs(fmt: str, rows: list[dict], source: str = "") -> list[Pair]:
     """Preference pairs from validated rows (two per parallel row, one per preference row)."""
     pairs = []
     for i, r in enumerate(rows):
+        w = f"{source}:{r['_line']}" if source and "_line" in r else ""
         if fmt == "parallel":
-            pairs.append(Pair(i, "en", "en", r["prompt_en"], r["response_en"], r["response_tgt"]))
-            pairs.append(
-                Pair(i, "tgt", r["lang"], r["prompt_tgt"], r["response_tgt"], r["response_en"])
-            )
+            en, tgt = r["response_en"], r["response_tgt"]
+            pairs.append(Pair(i, "en", "en", r["prompt_en"], en, tgt, w))
+            pairs.append(Pair(i, "tgt", r["lang"], r["prompt_tgt"], tgt, en, w))
         else:
-            pairs.append(Pair(i, "pair", "", r["prompt"], r["chosen"], r["rejected"]))
+            pairs.append(Pair(i, "pair", "", r["prompt"], r["chosen"], r["rejected"], w))
     return pairs
 
 
 def load_pairs(path: str | Path) -> list[Pair]:
     """Validated pairs of one JSONL file."""
-    return rows_to_pairs(*load_rows(path))
+    return rows_to_pairs(*load_rows(path), source=str(path))
 
 
 def resolve_splits(data: str | Path) -> dict[str, Path]:
@@ -147,6 +227,18 @@ def resolve_splits(data: str | Path) -> dict[str, Path]:
     raise DataError(f"{data}: no such data file or folder")
 
 
-def load_splits(data: str | Path) -> dict[str, list[Pair]]:
-    """Validated pairs for each split present (all files are checked before returning)."""
+def load_splits(
+    data: str | Path, split: str | None = None, columns: dict | None = None
+) -> dict[str, list[Pair]]:
+    """Validated pairs for each split present (all files are checked before returning).
+    `data` may also be a Hugging Face dataset (hf_data: `split`, `columns`)."""
+    from . import hf_data
+
+    if hf_data.is_hf_source(data):
+        return {
+            name: rows_to_pairs(*load_rows(label, lines), source=label)
+            for name, (label, lines) in hf_data.training_splits(data, split, columns).items()
+        }
+    if split is not None or columns:
+        raise DataError(f"{data}: data_split and data_columns apply to Hugging Face datasets")
     return {split: load_pairs(path) for split, path in resolve_splits(data).items()}

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .config import TrainConfig, build_config
-from .data import Pair, load_pairs
+from .config import ConfigError, TrainConfig, build_config
+from .data import DataError, Pair, load_pairs
 from .io import atomic_write_json, atomic_write_text
 from .multiple_choice import MCItem, evaluate_mc
 from .reference import score_pairs
@@ -93,11 +94,11 @@ def heldout_file(data: str | Path) -> Path:
     if data.is_file():
         return data
     if not data.is_dir():
-        raise ValueError(f"{data}: no such data file or folder")
+        raise DataError(f"{data}: no such data file or folder")
     for split in ("test", "valid"):
         if (data / f"{split}.jsonl").is_file():
             return data / f"{split}.jsonl"
-    raise ValueError(f"{data}: no test.jsonl or valid.jsonl to evaluate on")
+    raise DataError(f"{data}: no test.jsonl or valid.jsonl to evaluate on")
 
 
 def target_languages(pairs: Sequence[Pair]) -> list[str]:
@@ -298,6 +299,48 @@ def adapter_label(path: str | Path) -> str:
     return path.name or str(path)
 
 
+def check_names(
+    names: Sequence[str] | None, adapter_paths: Sequence[str | Path], include_base: bool = True
+) -> None:
+    """One `--name` per `--adapter-path`, all different (they label the report's rows)."""
+    if names:
+        if len(names) != len(adapter_paths):
+            raise ConfigError(
+                f"--name given {len(names)} times for {len(adapter_paths)} --adapter-path; "
+                "give one name per adapter folder, in order (or none: folder names)"
+            )
+    labels = list(names) if names else [adapter_label(a) for a in adapter_paths]
+    taken = [*labels, BASE_NAME] if include_base else labels
+    dupes = sorted({n for n in labels if taken.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"adapter names {dupes} are not unique"
+            + (f" (the base model's row is {BASE_NAME!r})" if include_base else "")
+            + "; label each --adapter-path with --name"
+        )
+
+
+def check_adapters_fit(model: nn.Module, path: str | Path, config: dict) -> None:
+    """Raise AdapterError if the adapters in `path` do not fit `model`; leave `model` unchanged."""
+    from mlx.utils import tree_flatten
+
+    from .adapters import ADAPTER_FILE, AdapterError, load_adapters_checked
+
+    if config.get("fine_tune_type", "lora") == "full":
+        # Loading full weights would overwrite the base: compare names and shapes only.
+        params = dict(tree_flatten(model.parameters()))
+        file = Path(path) / ADAPTER_FILE
+        for k, v in mx.load(str(file)).items():
+            if k not in params or params[k].shape != v.shape:
+                got = "no such parameter" if k not in params else f"shape {params[k].shape}"
+                raise AdapterError(
+                    f"{path}: adapters do not fit this model: {file}: {k} {v.shape} ({got})"
+                )
+        return
+    load_adapters_checked(model, path)
+    strip_adapters(model)
+
+
 def compare_models(
     model_path: str,
     adapter_paths: Sequence[str | Path],
@@ -315,23 +358,24 @@ def compare_models(
 ) -> list[dict]:
     """Evaluate the base model and each adapter on the same held-out material; write a report
     to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`."""
-    from .adapters import read_adapter_config
+    from .adapters import load_adapters_checked, read_adapter_config
     from .models import load_model, model_fingerprint
     from .multiple_choice import load_mc
     from .run import _console
 
     console = console or _console()
     opts = opts or EvalOptions()
-    if names is not None and len(names) != len(adapter_paths):
-        raise ValueError(f"{len(names)} names given for {len(adapter_paths)} adapter paths")
+    check_names(names, adapter_paths, include_base)
     configs = [read_adapter_config(a) for a in adapter_paths]  # fail early on bad paths
     pairs = load_pairs(heldout_file(data)) if data is not None else None
     if mc_items is None and mc_path is not None:
         mc_items = load_mc(mc_path, langs=mc_langs, split=mc_split, limit=mc_limit)
     if pairs is None and not mc_items:
-        raise ValueError("nothing to evaluate: give held-out data (--data) and/or --mc items")
+        raise ConfigError("nothing to evaluate: give held-out data (--data) and/or --mc items")
 
     model, tokenizer = load_model(model_path, dtype=opts.dtype)
+    for path, acfg in zip(adapter_paths, configs, strict=True):
+        check_adapters_fit(model, path, acfg)  # before the base model's (long) evaluation
     es = build_eval_set(
         model, tokenizer, pairs, opts, model_fingerprint(model_path), mc_items, console
     )
@@ -342,10 +386,8 @@ def compare_models(
         results.append({"name": BASE_NAME, "adapter_path": None, "metrics": m, "details": d})
     names = list(names) if names is not None else [adapter_label(a) for a in adapter_paths]
     for name, path, acfg in zip(names, adapter_paths, configs, strict=True):
-        from mlx_lm.tuner.utils import load_adapters
-
         console.print(f"[bold]evaluating {name}[/] ({path})")
-        load_adapters(model, str(path))
+        load_adapters_checked(model, path)
         m, d = evaluate_model(model, tokenizer, es, opts, console)
         results.append({"name": name, "adapter_path": str(path), "metrics": m, "details": d})
         if acfg.get("fine_tune_type", "lora") == "full":  # weights were overwritten: reload

@@ -24,7 +24,9 @@ def check_language(code: str, where: str = "") -> str:
     if code not in known:
         import difflib
 
-        near = difflib.get_close_matches(code, sorted(known), n=3)
+        near = difflib.get_close_matches(str(code).lower(), sorted(known), n=3)
+        if str(code).strip().lower() in known:  # "SW", " sw": the same code, other spelling
+            near = [str(code).strip().lower()]
         hint = f" Did you mean {', '.join(near)}?" if near else ""
         place = f"{where}: " if where else ""
         raise ValueError(

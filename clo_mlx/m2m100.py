@@ -439,8 +439,12 @@ class Translator:
         num_beams: int = 1,
         length_penalty: float = 1.0,
         early_stopping: bool | str = False,
-    ) -> list[str]:
-        """Translate `texts`, batching sentences of similar length together."""
+        with_scores: bool = False,
+    ) -> list[str] | list[tuple[str, float]]:
+        """Translate `texts`, batching sentences of similar length together.
+
+        `with_scores`: (translation, mean log-prob per output token) pairs; see `mean_logprobs`.
+        """
         if not texts:
             return []
         forced = self.lang_token_id(tgt_lang)
@@ -458,9 +462,27 @@ class Translator:
                 length_penalty=length_penalty,
                 early_stopping=early_stopping,
             )
-            for i, seq in zip(chunk, seqs, strict=True):
-                out[i] = self.decode(seq[2:])
+            scores = mean_logprobs(self.model, [ids[i] for i in chunk], seqs) if with_scores else None  # fmt: skip
+            for j, (i, seq) in enumerate(zip(chunk, seqs, strict=True)):
+                out[i] = (self.decode(seq[2:]), scores[j]) if with_scores else self.decode(seq[2:])
         return out
+
+
+def mean_logprobs(model: M2M100, input_ids: list[list[int]], outputs: list[list[int]]) -> list[float]:  # fmt: skip
+    """The model's own confidence in each output: the mean log-prob of its tokens after the
+    forced language token (EOS included), teacher-forced on the source."""
+    pad = model.args.pad_token_id
+    ids, mask = pad_batch(input_ids, pad)
+    dec, _ = pad_batch([o[:-1] for o in outputs], pad)
+    logits = model(ids, mask, dec).astype(mx.float32)
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    logp = np.array(logp)
+    out = []
+    for b, seq in enumerate(outputs):
+        toks = seq[2:]  # after the start token and the forced language token
+        vals = [float(logp[b, t + 1, tok]) for t, tok in enumerate(toks)]
+        out.append(sum(vals) / len(vals) if vals else 0.0)
+    return out
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[mx.array, mx.array]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import distributed
 from .batching import length_sorted_batches
+from .data import json_error
 from .reference import collated_logps, make_logp_fn
 from .tokens import encode_pair
 
@@ -171,7 +172,7 @@ def load_mc(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise MCDataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            raise MCDataError(f"{where}: malformed JSON ({json_error(e)})") from None
         if not isinstance(obj, dict):
             raise MCDataError(f"{where}: expected a JSON object")
         if langs is not None and obj.get("lang") not in langs:

@@ -20,12 +20,11 @@ from . import distributed
 from .adapters import (
     ADAPTER_FILE,
     CONFIG_FILE,
-    _check_keys,
     apply_trainable,
+    check_trainable_fits,
     count_parameters,
     load_arrays_into,
     load_weights_into,
-    selected_layers,
 )
 from .checkpoint import checkpoint_root, load_checkpoint, resumable_checkpoint
 from .config import ConfigError, TrainConfig
@@ -33,6 +32,7 @@ from .data import Pair, load_splits
 from .io import WriteError, lock_folder, remove_stale_temporaries
 from .models import file_fingerprint, load_model, model_fingerprint
 from .reference import reference_logps, weight_dtypes, weights_digest
+from .reporting import eval_line, final_metrics, make_trackers
 from .tokens import EncodedPair, TruncationReport, encode_pairs
 from .trainer import (
     PairData,
@@ -129,7 +129,7 @@ def prepare(
     if splits is None:
         if cfg.data is None:
             raise ConfigError("no data given (set `data` in the config or pass --data)")
-        splits = load_splits(cfg.data)
+        splits = load_splits(cfg.data, cfg.data_split, cfg.data_columns)
     if "train" in splits:
         unit = 1 if cfg.loss == "sft" or all(p.kind == "pair" for p in splits["train"]) else 2
         distributed.check_batch_divides(cfg.batch_size, unit, "rows" if unit > 1 else "items")
@@ -147,6 +147,7 @@ def prepare(
         # A model given in memory may differ from any files (a cast, attached adapters, e.g. a
         # sweep's previous stage): key its reference log-probs on its actual tensors.
         model_id = "weights-" + weights_digest(model)
+    check_trainable_fits(model, cfg)  # keys, layers, LoRA rank: before the reference pass
     if preflight is not None:
         preflight(model)
     if ref_adapters:
@@ -268,12 +269,14 @@ def shallow_copy(model):
 def check_trainable(model, cfg: TrainConfig, resume_from: dict | None, where: Path | None) -> None:
     """Fail now, not after the reference pass, if the adapters cannot be set up as configured:
     layers and keys, and whether `resume_adapter_file` or the checkpoint fits (checked on a copy
-    of the model that shares its weights, which stays untouched)."""
-    _check_keys(model, cfg.lora_parameters["keys"])
-    selected_layers(model, cfg.num_layers)
+    of the model that shares its weights, which stays untouched). Keys, layers and the LoRA rank
+    were checked by `prepare` (adapters.check_trainable_fits)."""
     if cfg.resume_adapter_file is None and resume_from is None:
         return
-    probe = shallow_copy(model)
+    try:
+        probe = shallow_copy(model)
+    except (TypeError, AttributeError, copy.Error):  # a module that cannot be copied:
+        return  # the same checks then run when the adapters are attached, after the reference
     apply_trainable(probe, cfg)
     if cfg.resume_adapter_file:
         load_weights_into(probe, cfg.resume_adapter_file)
@@ -283,18 +286,25 @@ def check_trainable(model, cfg: TrainConfig, resume_from: dict | None, where: Pa
 
 
 def run_training(
-    cfg: TrainConfig, console=None, overwrite: bool = False, **train_kwargs
+    cfg: TrainConfig, console=None, overwrite: bool = False, verbose: bool = False, **train_kwargs
 ) -> tuple[Prepared, TrainResult]:
     """The whole run: prepare, attach adapters, train, and evaluate on test when asked.
 
     Everything that can fail is checked before the reference pass. The adapter folder is locked
     for the run; an earlier run in it is refused unless `overwrite` (its files are removed once the
-    checks have passed) or cfg.resume.
+    checks have passed) or cfg.resume. Trackers (cfg.report_to) get the config, train and eval
+    metrics and the final eval table.
     """
     console = console or _console()
     main = distributed.is_main()  # under mlx.launch only rank 0 reads and writes adapter_path
     if main:
         check_output_folder(cfg, overwrite)
+    # Trackers start first: a login problem shows before the long reference pass (rank 0 only).
+    trackers = (
+        make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
+        if main
+        else None
+    )
     with ExitStack() as stack:
         found = {}
 
@@ -328,12 +338,20 @@ def run_training(
             start = resume_checkpoint(cfg, prep.model, optimizer, found.get("ckpt"))
             console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
             train_kwargs.update(start_step=start, optimizer=optimizer)
-        result = train(prep.model, cfg, prep.train, prep.valid, console=console, **train_kwargs)
+        result = train(
+            prep.model, cfg, prep.train, prep.valid, console=console,
+            training_callback=trackers, verbose=verbose, **train_kwargs,
+        )  # fmt: skip
     if prep.test is not None:
         from .trainer import evaluate
 
         metrics = evaluate(prep.model, prep.test, cfg, cfg.test_batches)
-        console.print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        result.evals.append({"step": cfg.iters, **{f"test/{k}": v for k, v in metrics.items()}})
+        record = {"step": cfg.iters, **{f"test/{k}": v for k, v in metrics.items()}}
+        console.print(eval_line(record, verbose, split="test"), highlight=False)
+        result.evals.append(record)
+        if trackers is not None:
+            trackers.on_val_loss_report({"iteration": cfg.iters, **record})
+    if trackers is not None:
+        trackers.on_run_end(final_metrics(result.evals))
     console.print(f"adapters saved to {cfg.adapter_path}")
     return prep, result

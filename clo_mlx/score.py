@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from . import distributed
-from .data import load_pairs
+from .data import DataError, load_pairs
 from .io import atomic_write_text
 from .models import load_model
 from .reference import score_pairs
@@ -32,6 +32,8 @@ def score_file(
     from rich.progress import Progress
 
     console = console or distributed.console()
+    if Path(output).is_dir():
+        raise DataError(f"{output}: --output is a folder; give the JSONL file to write")
     pairs = load_pairs(data)
     model, tokenizer = load_model(model_path, adapter_path=adapter_path, dtype=dtype)
     encoded, report = encode_pairs(tokenizer, pairs, max_seq_length, truncation)

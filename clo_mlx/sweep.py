@@ -129,16 +129,46 @@ def load_spec(
     for k in ("model", "data", "out"):
         if not raw.get(k):
             raise ConfigError(f"{where}: `{k}` is required")
+    for k in ("methods", "sizes", "seeds"):
+        if k in raw and not isinstance(raw[k], list):
+            raise ConfigError(f"{where}: {k} must be a list, got {raw[k]!r}")
+    for k in ("train", "eval", "custom_methods"):
+        if k in raw and not isinstance(raw[k], dict):
+            raise ConfigError(f"{where}: {k} must be a mapping, got {raw[k]!r}")
     spec = SweepSpec(**raw)
-    for m in spec.methods:
-        spec.stages(m)
     eval_fields = {f.name for f in dataclasses.fields(EvalOptions)}
     for k in spec.eval:
         if k not in eval_fields:
             raise ConfigError(f"{where}: unknown eval option {k!r}; valid: {sorted(eval_fields)}")
-    if not spec.sizes or any(s <= 0 for s in spec.sizes):
-        raise ConfigError(f"{where}: sizes must be positive (fractions <= 1 or row counts)")
+    _check_sizes(spec.sizes, where)
+    if not spec.seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in spec.seeds
+    ):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {spec.seeds}")
+    # Every stage's training config is built now, so a typo fails here, named by where it is,
+    # not after the first cells have trained.
+    build_config(spec.train_config, spec.train, overrides_where=f"{where}: train")
+    for m in spec.methods:
+        for i, stage in enumerate(spec.stages(m)):
+            stage = {k: v for k, v in stage.items() if k != "reference"}
+            _stage_config(
+                spec, stage, spec.seeds[0], Path(spec.out), None,
+                where=f"{where}: train + method {m!r} stage {i + 1}",
+            )  # fmt: skip
     return spec
+
+
+def _check_sizes(sizes: list, where: str) -> None:
+    if not sizes:
+        raise ConfigError(f"{where}: sizes must not be empty")
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0:
+            raise ConfigError(f"{where}: sizes: {s!r} is not a positive number")
+        if isinstance(s, float) and s > 1.0:
+            raise ConfigError(
+                f"{where}: sizes: {s!r} is neither a fraction of the rows (<= 1.0) nor a row "
+                "count (a whole number, written without a dot)"
+            )
 
 
 # ----------------------------------------------------------------------------- row subsets
@@ -191,7 +221,9 @@ def read_result(path: Path, key: str) -> dict | None:
     return result if result.get("key") == key else None
 
 
-def _stage_config(spec: SweepSpec, stage: dict, seed: int, adapter_path: Path, resume):
+def _stage_config(
+    spec: SweepSpec, stage: dict, seed: int, adapter_path: Path, resume, where: str = "sweep"
+):
     overrides = merge_overrides(spec.train, stage)
     overrides.update(
         {
@@ -201,10 +233,10 @@ def _stage_config(spec: SweepSpec, stage: dict, seed: int, adapter_path: Path, r
             "resume_adapter_file": str(resume) if resume else None,
         }
     )
-    cfg = build_config(spec.train_config, overrides)
+    cfg = build_config(spec.train_config, overrides, overrides_where=where)
     if cfg.fine_tune_type == "full":
         raise ConfigError(
-            "sweep trains adapters (lora or dora); fine_tune_type=full is not supported"
+            f"{where}: sweep trains adapters (lora or dora); fine_tune_type=full is not supported"
         )
     return cfg
 

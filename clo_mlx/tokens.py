@@ -96,6 +96,7 @@ class TruncationReport:
     dropped: list[int] = field(default_factory=list)
     # rows (0-based) whose prompt tokens are not a prefix of the whole sequence's
     not_prefix: list[int] = field(default_factory=list)
+    dropped_where: list[str] = field(default_factory=list)  # "file:line (kind)" of each drop
 
     def message(self, what: str = "pairs") -> str | None:
         notes = [m for m in (self._length_message(what), self._prefix_message(what)) if m]
@@ -119,7 +120,12 @@ class TruncationReport:
         if self.truncated:
             parts.append(f"{len(self.truncated)} had their prompt left-truncated")
         if self.dropped:
-            parts.append(f"{len(self.dropped)} were dropped (response alone too long)")
+            why = "response alone too long" if self.policy != "drop" else "truncation: drop"
+            where = [w for w in self.dropped_where if w]
+            shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+            parts.append(
+                f"{len(self.dropped)} were dropped ({why})" + (f": {shown}" if where else "")
+            )
         return (
             f"{len(self.truncated) + len(self.dropped)} {what} exceed max_seq_length="
             f"{self.max_seq_length}: " + "; ".join(parts) + ". Response ends are never cut."
@@ -152,6 +158,7 @@ def encode_pairs(
             # At least one prompt token must stay to predict the first response token.
             if policy == "drop" or overflow >= min(cs, rs):
                 report.dropped.append(i)
+                report.dropped_where.append(f"{p.where} ({p.kind})" if p.where else "")
                 continue
             chosen, rejected = chosen[overflow:], rejected[overflow:]
             cs, rs = cs - overflow, rs - overflow

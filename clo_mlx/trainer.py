@@ -20,7 +20,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
-from . import distributed
+from . import distributed, reporting
 from .adapters import ADAPTER_FILE, save_adapters, trainable_weights
 from .batching import (
     bucket_length,
@@ -30,7 +30,7 @@ from .batching import (
     response_start,
 )
 from .checkpoint import save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, optimizer_kwargs
 from .errors import CloError
 from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
@@ -257,7 +257,7 @@ def build_optimizer(cfg: TrainConfig) -> optim.Optimizer:
         "sgd": optim.SGD,
         "adafactor": optim.Adafactor,
     }[cfg.optimizer]
-    return cls(learning_rate=lr, **cfg.optimizer_config)
+    return cls(learning_rate=lr, **optimizer_kwargs(cfg.optimizer, cfg.optimizer_config))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -420,6 +420,8 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
+    training_callback=None,
+    verbose: bool = False,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).
 
@@ -428,6 +430,8 @@ def train(
     Every save_every steps: adapters (mlx-lm layout) and a resumable checkpoint. To resume, pass
     the step and the optimizer restored by `checkpoint.load_checkpoint`: the batch order and the
     RNG depend only on (seed, step), so a resumed run continues exactly.
+    `training_callback` (mlx-lm's TrainingCallback shape) gets reports and evals; without one,
+    the trackers of cfg.report_to are made here and closed at the end.
     """
     from rich.progress import (
         BarColumn,
@@ -468,6 +472,11 @@ def train(
         finite = mx.all(mx.stack([mx.isfinite(w).all() for w in trainable_weights(model).values()]))
         return metrics, None, finite
 
+    callback = training_callback or (
+        reporting.make_trackers(cfg.report_to, cfg.project_name, adapter_path, cfg.to_dict())
+        if main  # trackers log from rank 0 only
+        else None
+    )
     result = TrainResult()
     sums: dict[str, float] = {}
     n_steps, n_good, n_tokens, elapsed, trained_tokens = 0, 0, 0, 0.0, 0
@@ -493,12 +502,9 @@ def train(
             result.evals.append(record)
             if main:
                 append_jsonl(metrics_file, [{"type": "eval", **record}])
-            shown = ", ".join(
-                f"{k} {v:.3f}"
-                for k, v in record.items()
-                if k not in ("step", "val_time") and isinstance(v, float)
-            )
-            console.print(f"[cyan]eval[/] step {it}: {shown}")
+            if callback is not None:
+                callback.on_val_loss_report({"iteration": it, **record})
+            console.print(reporting.eval_line(record, verbose), style="cyan", highlight=False)
 
     columns = (
         TextColumn("[bold]train"),
@@ -593,22 +599,9 @@ def train(
                         append_jsonl(metrics_file, [{"type": "train", **report}])
                     if on_report is not None and main:
                         on_report(report)
-                    shown = ", ".join(
-                        f"{k} {report[k]:.3f}"
-                        for k in (
-                            "loss",
-                            "rewards/margins",
-                            "rewards/accuracies",
-                            "nll/target",
-                            "nll/train",
-                        )
-                        if k in report
-                    )
-                    progress.console.print(
-                        f"step {it}: {shown}, lr {report['learning_rate']:.2e}, "
-                        f"{report['tokens_per_second']:.0f} tok/s, "
-                        f"peak {report['peak_memory_gb']:.2f} GB"
-                    )
+                    if callback is not None:
+                        callback.on_train_loss_report({"iteration": it, **report})
+                    progress.console.print(reporting.train_line(report, verbose), highlight=False)
                     sums, n_steps, n_good, n_tokens, elapsed = {}, 0, 0, 0, 0.0
 
                 if it % cfg.steps_per_eval == 0 or it == cfg.iters:
@@ -635,6 +628,8 @@ def train(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."
                     )
+    if callback is not None and training_callback is None:
+        callback.on_run_end(reporting.final_metrics(result.evals))
     return result
 
 

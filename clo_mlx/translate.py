@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import distributed
-from .data import DataError, read_jsonl
+from .data import DataError, check_unicode, read_jsonl
 from .io import atomic_write_json, atomic_write_text
 from .langid import check_language
 from .translate_filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
 
-TranslateFn = Callable[[list[str]], list[str]]
+TranslateFn = Callable[[list[str]], list[str] | list[tuple[str, float]]]
 OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
 
 # ---------------------------------------------------------------------------- JSONL files
@@ -112,11 +112,16 @@ def _text(obj: dict, key: str, where: str, allow_empty: bool = False) -> str:
         raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise DataError(f"{where}: field {key!r} is empty")
+    check_unicode(value, key, where)
     return value
 
 
 def sft_pair(obj: dict, where: str) -> tuple[str, str]:
     """(prompt, response) of one English SFT row in any supported format."""
+    if "conversations" in obj and "messages" not in obj:  # ShareGPT
+        from .hf_data import sharegpt_messages
+
+        obj = {**obj, "messages": sharegpt_messages(obj["conversations"], where)}
     if "messages" in obj:
         msgs = obj["messages"]
         if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
@@ -144,14 +149,21 @@ def sft_pair(obj: dict, where: str) -> tuple[str, str]:
     )
 
 
-def read_sft(path: str | Path) -> list[dict]:
+def read_sft(path: str | Path, split: str | None = None, columns=None) -> list[dict]:
     """English SFT rows as `{"id","prompt","response"}`; errors name file, line and field.
 
     Rows without an `id` get `"<line>-<hash of the texts>"`, so an edited line is redone.
+    `path` may also be a Hugging Face dataset (see hf_data; `split`, `columns`).
     """
+    from . import hf_data
+
     path = Path(path)
+    if hf_data.is_hf_source(path):
+        path, lines = hf_data.read_source(path, split, columns)
+    else:
+        lines = read_jsonl(path)
     rows, seen = [], {}
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in lines:
         where = f"{path}:{lineno}"
         prompt, response = sft_pair(obj, where)
         if "id" in obj:
@@ -392,7 +404,9 @@ def translate_rows(
     outputs = translate_fn(unique) if unique else []
     if len(outputs) != len(unique):
         raise RuntimeError(f"translator returned {len(outputs)} texts for {len(unique)} inputs")
-    done = dict(zip(unique, outputs, strict=True))
+    # A translator may return (text, mean token log-prob) pairs: the confidence check uses them.
+    scores = {u: o[1] for u, o in zip(unique, outputs, strict=True) if isinstance(o, tuple)}
+    done = {u: o[0] if isinstance(o, tuple) else o for u, o in zip(unique, outputs, strict=True)}
     results = []
     for row, (fp, fr) in zip(rows, prepared, strict=True):
         out = {
@@ -414,6 +428,10 @@ def translate_rows(
                 verdict = (problem, f"{name}: {detail}")
             if verdict is None and f.masked:
                 bad = check_field(src, tgt, lang, filters)
+                if bad is None and filters.min_logprob is not None:
+                    low = min((scores[m] for _, m, _ in f.masked if m in scores), default=None)
+                    if low is not None and low < filters.min_logprob:
+                        bad = ("low_confidence", f"mean token log-prob {low:.2f} < {filters.min_logprob}")  # fmt: skip
                 if bad is not None:
                     verdict = (bad[0], f"{name}: {bad[1]}")
         results.append((out, verdict))
@@ -513,6 +531,8 @@ def translate_file(
     limit: int | None = None,
     show_progress: bool = True,
     generation: dict | None = None,
+    split: str | None = None,
+    columns=None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
 
@@ -528,7 +548,7 @@ def translate_file(
         raise ValueError("--lang names the target language; it cannot be 'en'")
     output = Path(output)
     rejected_path, summary_path = side_paths(output)
-    rows = read_sft(source)
+    rows = read_sft(source, split, columns)
     if limit is not None:
         rows = rows[:limit]
     main, n_ranks = distributed.is_main(), distributed.size()

@@ -36,11 +36,13 @@ def make_m2m100(
     dtype: str | None = None,
     length_penalty: float | None = None,
     early_stopping: bool | None = None,
+    with_scores: bool = False,
 ) -> Callable[[list[str]], list[str]]:
     """An M2M100/NLLB-200 translator (MLX) from a local checkpoint folder.
 
     Decoding settings left as None come from the checkpoint's generation_config.json (as in
     transformers); the returned function's `settings` says which value was used and from where.
+    `with_scores`: it returns (translation, mean token log-prob) pairs, for `--min-logprob`.
     """
     from .m2m100 import Translator, generation_settings
 
@@ -57,7 +59,7 @@ def make_m2m100(
     kw = {k: v["value"] for k, v in settings.items()}
 
     def translate(texts: list[str]) -> list[str]:
-        return tr.translate(texts, target, batch_size=batch_size, **kw)
+        return tr.translate(texts, target, batch_size=batch_size, with_scores=with_scores, **kw)
 
     translate.settings = settings
     return translate

@@ -319,6 +319,7 @@ class Item:
     tok: str
     readings: set[float]
     parts: list[set[float]] = field(default_factory=list)
+    converted: set[float] = field(default_factory=set)  # in metric units (rounded by translators)
 
 
 @dataclass
@@ -339,8 +340,8 @@ class Numbers:
         return out
 
 
-def _hours(h: int, ampm: str | None) -> set[float]:
-    """Clock readings of hour `h`: 12/24-hour and Swahili time (6 hours off)."""
+def _hours(h: int, ampm: str | None, swahili: bool) -> set[float]:
+    """Clock readings of hour `h`: 12/24-hour, and in Swahili also Swahili time (6 hours off)."""
     out = {float(h)}
     if ampm and ampm[0].lower() == "p" and h < 12:
         out.add(float(h + 12))
@@ -349,7 +350,9 @@ def _hours(h: int, ampm: str | None) -> set[float]:
     if not ampm and h < 12:
         out.add(float(h + 12))
     for base in list(out):
-        out |= {base % 12, (base % 12) or 12.0, (base - 6) % 12, ((base - 6) % 12) or 12.0}
+        out |= {base % 12, (base % 12) or 12.0}
+        if swahili:
+            out |= {(base - 6) % 12, ((base - 6) % 12) or 12.0}
     return out
 
 
@@ -357,12 +360,25 @@ def _blank(text: str, start: int, end: int) -> str:
     return text[:start] + " " * (end - start) + text[end:]
 
 
+_FAHRENHEIT = -1.0
+_TO_METRIC = {
+    "mile": 1.609344, "mph": 1.609344, "pound": 0.45359237, "lb": 0.45359237, "inch": 2.54,
+    "in": 2.54, "feet": 0.3048, "foot": 0.3048, "ft": 0.3048, "yard": 0.9144, "gallon": 3.785,
+    "ounce": 28.35, "oz": 28.35, "acre": 0.4047, "degree": _FAHRENHEIT, "°f": _FAHRENHEIT,
+}  # fmt: skip
+_UNIT = re.compile(
+    r"\s*-?\s*(miles?|mph|pounds?|lbs?\.?|inch(?:es)?|in\.|feet|foot|ft\.?|yards?|gallons?|"
+    r"ounces?|oz\.?|acres?|degrees?|°F)(?![^\W\d_])",
+    re.I,
+)
 _EXTRA_EN = {"biennial": 2, "triennial": 3, "freshman": 1, "sophomore": 2, "junior": 3,
-             "senior": 4, "top": 1, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14}  # fmt: skip
+             "senior": 4, "top": 1, "teen": 10, "teens": 10, "teenage": 10, "teenager": 10, "teenagers": 10, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14}  # fmt: skip
 
 
-def source_numbers(text: str) -> Numbers:
-    """Numbers of an English text: digits (required) and words, months, weekdays (optional)."""
+def source_numbers(text: str, lang: str = "") -> Numbers:
+    """Numbers of an English text: digits (required) and words, months, weekdays (optional).
+
+    `lang` is the target language (Swahili reads clock times 6 hours off)."""
     text = _norm_digits(text)
     required: list[Item] = []
     optional: set[float] = set()
@@ -370,7 +386,7 @@ def source_numbers(text: str) -> Numbers:
         h, mm = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(5))
         if int(h) > 24 or (mm and int(mm) >= 60):
             continue
-        required.append(Item(h, _hours(int(h), m.group(3))))
+        required.append(Item(h, _hours(int(h), m.group(3), lang == "sw")))
         if mm and int(mm):
             required.append(Item(mm, {float(int(mm))}))
         elif mm:
@@ -385,8 +401,16 @@ def source_numbers(text: str) -> Numbers:
         vals = _scaled(_readings(tok), _SCALES.get(_next_word(text, m.end())))
         if tok.isdigit() and len(tok) == 4 and 1900 <= int(tok) <= 2099:
             vals.add(float(int(tok) % 100))  # a year written '19
-        required.append(Item(tok, vals))
-    total, current, seen = 0.0, 0.0, False
+        unit = _UNIT.match(text, m.end())
+        converted = set()
+        if unit:  # 385 miles = 620 km, 80 degrees = 27 °C: translators convert
+            name = unit.group(1).lower().rstrip(".")
+            factor = next(f for k, f in _TO_METRIC.items() if name.startswith(k))
+            converted = {v * factor for v in vals}
+            if factor == _FAHRENHEIT:
+                converted = {(v - 32) * 5 / 9 for v in vals} | {v * 5 / 9 for v in vals}
+        required.append(Item(tok, vals, converted=converted))
+    total, current, words = 0.0, 0.0, []  # a run of number words: "twenty five" = 25 only
     for w in [w.casefold() for w in _TOKEN.findall(text)] + [""]:
         if w in EN_NAMED:
             optional.add(float(EN_NAMED[w]))
@@ -394,24 +418,24 @@ def source_numbers(text: str) -> Numbers:
                 optional.add(float(_SW_WEEKDAY[EN_NAMED[w]]))
         if w in _EXTRA_EN:
             optional.add(float(_EXTRA_EN[w]))
-        if w in _MULTIPLIERS:  # "two hundred", "1.5 million", "a thousand"
+        if w in _MULTIPLIERS and not words:  # "1.5 million", "a thousand": on its own
+            optional.add(_MULTIPLIERS[w])
+        elif w in _MULTIPLIERS:  # "two hundred", "three million"
             scale = _MULTIPLIERS[w]
-            optional.add(scale)
             if scale == 100:
                 current = (current or 1) * 100
             else:
                 total, current = total + (current or 1) * scale, 0.0
-            seen = True
-        elif w in _CARDINALS:  # "twenty five" = 25
+            words.append(w)
+        elif w in _CARDINALS:
             current += _CARDINALS[w]
-            optional.add(float(_CARDINALS[w]))
-            seen = True
-        elif not (w == "and" and seen):
+            words.append(w)
+        elif not (w == "and" and words):
             if w in EN_WORDS:
                 optional.add(float(EN_WORDS[w]))
-            if seen:
+            if words:
                 optional.add(total + current)
-            total, current, seen = 0.0, 0.0, False
+            total, current, words = 0.0, 0.0, []
     return Numbers(required, optional)
 
 
@@ -441,8 +465,8 @@ _COMPOUND = re.compile(
 )
 _TIME_LIKE = re.compile(r"(?<![\d])(?<![\d][.,])(\d{1,2})[:.h](\d{2})(?![\d]|[.,]\d)")
 _YO_SPELLED = re.compile(
-    r"^[mk]?\w*(?:din|dil|kanla|ejila|etala|erinla|edogun|ogun|ogoji|aadota|ogota|ogorin|"
-    r"aadorun|ogorun|egberun)\w*$"
+    r"^\w*(?:din|dil|kanla|ejila|etala|erinla|edogun|ogun|ogoji|aadota|ogota|ogorin|aadorun|"
+    r"ogorun|egberun|ogbon|edogbon|irinwo|egberin|aadorin|lelo|lela|aabo)\w*$|^igba$"
 )
 
 
@@ -467,6 +491,18 @@ def _compound_value(s: str) -> float:
     return total + section
 
 
+_SW_TENS = "kumi|ishirini|thelathini|arobaini|hamsini|sitini|sabini|themanini|tisini"
+_SW_COMPOUND = re.compile(rf"\b(?:(?P<tens>{_SW_TENS})\s+na|(?P<scale>mia|elfu))\s+(?P<unit>\w+)")
+
+
+def _sw_unit(word: str) -> float | None:
+    units = TARGET_WORDS["sw"]
+    for key in (word, word[2:], word[1:]):  # noun-class prefixes: wawili, mbili, matatu
+        if key in units and units[key] < 10:
+            return float(units[key])
+    return None
+
+
 def target_numbers(text: str, lang: str) -> Numbers:
     """Numbers of a translation: digits (each must be explained) and number words."""
     text = _norm_digits(text)
@@ -486,7 +522,8 @@ def target_numbers(text: str, lang: str) -> Numbers:
         h, mm = int(m.group(1)), int(m.group(2))
         if h <= 24 and mm < 60:
             readings = _readings(m.group(0)) if ":" not in m.group(0) else set()
-            required.append(Item(m.group(0), readings, [{float(h)}, {float(mm)}]))
+            parts = [{float(h)}, {float(mm)}] if mm else [{float(h)}]  # 7 a.m. = 7:00 Uhr
+            required.append(Item(m.group(0), readings, parts))
             text = _blank(text, m.start(), m.end())
     for m in _NUM.finditer(text):
         tok = m.group(1)
@@ -505,6 +542,13 @@ def target_numbers(text: str, lang: str) -> Numbers:
             optional |= {float(_CJK_DIGITS[c]) for c in m.group(0) if c in _CJK_DIGITS}
     words = TARGET_WORDS.get(lang, {})
     unknown = 0
+    if lang == "sw":  # kumi na mbili = 12, mia mbili = 200, elfu tatu = 3000
+        for m in _SW_COMPOUND.finditer(text.casefold()):
+            unit = _sw_unit(m.group("unit"))
+            if unit is not None and m.group("tens"):
+                optional.add(words[m.group("tens")] + unit)
+            elif unit is not None:
+                optional.add(words[m.group("scale")] * unit)
     for w in re.findall(r"(?:[^\W\d_]|[\u0300-\u036f])+(?:-[^\W\d_]+)?", text):
         key = _strip_marks(w.casefold()) if lang == "yo" else w.casefold()
         if key in words:
@@ -527,8 +571,15 @@ def _close(a: set[float], b: set[float]) -> bool:
     return any(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x in a for y in b)
 
 
-def _explained(item: Item, values: set[float]) -> bool:
-    if _close(item.readings, values):
+def _near(a: set[float], b: set[float]) -> bool:
+    """As close as a translator's rounding of a unit conversion: 1 unit or 3%."""
+    return any(abs(x - y) <= max(1.0, 0.03 * abs(y)) for x in a for y in b)
+
+
+def _explained(item: Item, values: set[float], converted: set[float] = frozenset()) -> bool:
+    if _close(item.readings, values) or _near(item.readings, converted):
+        return True
+    if item.converted and _near(values, item.converted):
         return True
     return bool(item.parts) and all(_close(p, values) for p in item.parts)
 
@@ -539,7 +590,7 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     In languages without a number-word list a missing number 0-10 is allowed (it may be spelled
     out); in Yoruba, as many missing numbers as the translation has spelled-out number words.
     """
-    s, t = source_numbers(src), target_numbers(tgt, lang)
+    s, t = source_numbers(src, lang), target_numbers(tgt, lang)
     t_all, s_all = t.values(), s.values()
     if lang == "sw":  # number words with a clock: "six in the morning" = saa 12 asubuhi
         s_all |= {((v - 6) % 12) or 12.0 for v in s.optional if 1 <= v <= 24 and v == int(v)}
@@ -550,7 +601,8 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
         and not (lang not in TARGET_WORDS and 0 <= min(it.readings) and max(it.readings) <= 10)
     ]
     missing = missing[t.unknown :]
-    extra = [it.tok for it in t.required if not _explained(it, s_all)]
+    s_conv = set().union(*(it.converted for it in s.required))
+    extra = [it.tok for it in t.required if not _explained(it, s_all, s_conv)]
     if not missing and not extra:
         return None
     parts = []

@@ -9,7 +9,6 @@ from clo_mlx.config import ConfigError, TrainConfig, build_config
 NON_DEFAULT = {
     "model": "some/model",
     "data": "some/data",
-    "train": False,
     "fine_tune_type": "dora",
     "num_layers": 3,
     "batch_size": 6,
@@ -50,17 +49,22 @@ NON_DEFAULT = {
     "test_batches": 9,
     "clear_cache_threshold": 123,
     "trust_remote_code": True,
+    "report_to": "tensorboard",
+    "project_name": "my-project",
+    "data_split": "train_sft",
+    "data_columns": {"prompt": "question"},
 }
 
 
 def test_every_yaml_value_takes_effect(tmp_path):
     defaults = TrainConfig().to_dict()
-    assert set(NON_DEFAULT) == set(defaults), "keep NON_DEFAULT in step with TrainConfig"
+    # `train` (mlx-lm's key) has one valid value, true: false is refused (test below).
+    assert set(NON_DEFAULT) | {"train"} == set(defaults), "keep NON_DEFAULT in step"
     for key, value in NON_DEFAULT.items():
         assert value != defaults[key], key
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(NON_DEFAULT))
-    assert build_config(path).to_dict() == NON_DEFAULT
+    assert build_config(path).to_dict() == {**NON_DEFAULT, "train": True}
 
 
 def test_partial_nested_yaml_keeps_other_defaults(tmp_path):
@@ -90,6 +94,38 @@ def test_cli_beats_yaml_beats_default(tmp_path):
         ("clo: {lambda: 1.5}\n", "clo.lambda must be in [0, 1]"),
         ("micro_batch_size: 0\n", "micro_batch_size must be >= 1 (or null: automatic)"),
         ("iters: [1\n", "invalid YAML"),
+        # issue 13, items 2, 9, 10: values that used to crash later or be accepted silently
+        (
+            "lr_schedule: {name: cosine_decy, arguments: [1e-5, 10]}\n",
+            "Did you mean 'cosine_decay'?",
+        ),
+        (
+            "lr_schedule: {name: cosine_decay, arguments: [1e-5]}\n",
+            "do not fit mlx.optimizers.cosine_decay",
+        ),
+        (
+            "lr_schedule: {name: cosine_decay, arguments: [1e-5, 9], warm_up: 2}\n",
+            "Did you mean 'warmup'?",
+        ),
+        ("lora_parameters: {dropout: 1.5}\n", "lora_parameters.dropout must be in [0, 1), got 1.5"),
+        ("optimizer_config: {weight_decay: 0.1}\n", "'weight_decay' is not an option of adam"),
+        ("optimizer: sgd\noptimizer_config: {momentm: 0.9}\n", "Did you mean 'momentum'?"),
+        ("optimizer_config: {adam: {}, eps: 1.0e-6}\n", "mixes optimizer names ['adam']"),
+        ("num_layers: 0\n", "num_layers must be >= 1 (the last N layers) or -1 (all), got 0"),
+        ("num_layers: -2\n", "num_layers must be >= 1 (the last N layers) or -1 (all), got -2"),
+        ("learning_rate: -1.0e-5\n", "learning_rate must be a finite number >= 0"),
+        ("learning_rate: .nan\n", "learning_rate must be a finite number >= 0, got nan"),
+        ("clo: {beta: .nan}\n", "clo.beta must be a positive finite number, got nan"),
+        ("val_batches: -3\n", "val_batches must be >= 1 or -1 (all), got -3"),
+        ("val_batches: 0\n", "val_batches must be >= 1 or -1 (all), got 0"),
+        ("logprob_chunk_size: -5\n", "logprob_chunk_size must be >= 1, 0 (off) or null"),
+        ("max_seq_length: 100000000\n", "max_seq_length=100000000 is beyond any model's context"),
+        (
+            "iters: 5\nclo:\n  beta: 0.1\n  beta: 0.2\n",
+            ":4: invalid YAML (duplicate key 'beta' (first on line 3))",
+        ),
+        ("iters: 5\niters: 6\n", "duplicate key 'iters'"),
+        ("train: false\n", "train: false is not supported"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, text, message):
@@ -193,3 +229,50 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
     assert (cfg.seed, cfg.dtype, cfg.test, cfg.cache_dir) == (7, "float32", True, "cc")
     assert (cfg.logprob_chunk_size, cfg.adapter_path) == (16, "aa")
     assert cfg.resume and cfg.skip_nonfinite
+
+
+def test_optimizer_config_takes_flat_or_mlx_lm_per_optimizer_form():
+    from clo_mlx.trainer import build_optimizer
+
+    # mlx-lm writes {adam: {...}, adamw: {...}, ...}: only the chosen optimizer's entry is used.
+    nested = {"adam": {"betas": [0.5, 0.6]}, "sgd": {"momentum": 0.9}}
+    opt = build_optimizer(build_config(overrides={"optimizer_config": nested}))
+    assert type(opt).__name__ == "Adam" and opt.betas == [0.5, 0.6]
+    opt = build_optimizer(build_config(overrides={"optimizer_config": {"adam": {}}}))
+    assert opt.betas == [0.9, 0.999]  # mlx's default
+    opt = build_optimizer(build_config(overrides={"optimizer": "sgd", "optimizer_config": nested}))
+    assert type(opt).__name__ == "SGD" and opt.momentum == 0.9
+    flat = {"optimizer": "adamw", "optimizer_config": {"weight_decay": 0.25}}
+    assert build_optimizer(build_config(overrides=flat)).weight_decay == 0.25
+
+
+def test_bad_values_via_the_cli_exit_2_before_any_work(tmp_path):
+    """Exit status 2, one message naming the flag's key, no traceback, nothing written."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-c", "from cli.main import main; main()", "train"]
+    base = ["--model", "nowhere", "--data", "nowhere", "--adapter-path", str(tmp_path / "a")]
+    for flags, message in [
+        (["--lora-dropout", "1.5"], "lora_parameters.dropout must be in [0, 1)"),
+        (["--num-layers", "0"], "num_layers must be >= 1"),
+        (["--learning-rate", "-0.1"], "learning_rate must be a finite number >= 0"),
+        (["--val-batches", "-3"], "val_batches must be >= 1 or -1"),
+    ]:
+        run = subprocess.run([*cli, *base, *flags], capture_output=True, text=True)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert f"command line: {message}" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_yaml_reads_1e_5_as_a_float_everywhere(tmp_path):
+    """PyYAML reads `1e-5` as a string; inside lr_schedule.arguments (the presets' form) that
+    string used to reach the optimizer and fail at the first update."""
+    from clo_mlx.trainer import build_optimizer
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr_schedule: {name: cosine_decay, arguments: [1e-5, 100], warmup: 10}\n")
+    cfg = build_config(path)
+    assert cfg.lr_schedule["arguments"] == [1e-5, 100]
+    schedule = build_optimizer(cfg).learning_rate  # mlx's schedule, at step 0 of warmup
+    assert float(schedule) == 0.0

@@ -62,9 +62,9 @@ def test_preference_rows_and_folders(tmp_path):
     ],
 )
 def test_bad_rows_name_file_line_and_field(tmp_path, line, expected):
-    good = json.dumps(parallel_rows(1)[0])
+    good = [json.dumps(r) for r in parallel_rows(3)[1:]]  # ids 1, 2; the bad line has id 0
     path = tmp_path / "bad.jsonl"
-    path.write_text(f"{good}\n\n{good}\n{line}\n")
+    path.write_text(f"{good[0]}\n\n{good[1]}\n{line}\n")
     with pytest.raises(DataError) as e:
         load_pairs(path)
     assert f"{path}:4" in str(e.value) and expected in str(e.value)
@@ -80,3 +80,92 @@ def test_invalid_utf8_and_unknown_format(tmp_path):
         load_pairs(path)
     with pytest.raises(DataError, match="no train.jsonl"):
         load_splits(tmp_path)
+
+
+# ----------------------------------------------------------------------------- issue 13 (item 9, 5, 22)
+
+GOOD = parallel_rows(1)[0]
+
+
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        # a misspelled field next to the right ones would be ignored silently
+        (json.dumps({**GOOD, "respons_tgt": "x"}), "unknown field 'respons_tgt'. Did you mean 'response_tgt'?"),
+        # a misspelled field instead of the right one: the message points at the typo
+        (
+            json.dumps({**{k: v for k, v in GOOD.items() if k != "lang"}, "lnag": "sw"}),
+            "missing field 'lang'; found unknown field 'lnag' (a typo?)",
+        ),
+        # json.loads would keep the last of two values
+        ('{"lang": "sw", "lang": "de"}', "duplicate key 'lang' in one object"),
+        ('{"x": {"a": 1, "a": 2}}', "duplicate key 'a' in one object"),
+        # "\ud800" is valid JSON but not text a tokenizer can take
+        (json.dumps({**GOOD, "response_tgt": "Habari \ud800"}), "field 'response_tgt' is not valid Unicode text (lone surrogate '\\ud800' at character 7)"),
+        ('{"lang": "sw", "prompt_en": "unterminated', "malformed JSON (Unterminated string starting at column 29)"),
+        (json.dumps({**GOOD, "id": [1]}), "field 'id' must be a string or an integer"),
+    ],
+)  # fmt: skip
+def test_rows_that_used_to_pass_or_crash_later(tmp_path, line, expected):
+    good = json.dumps({**GOOD, "id": "first"})
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{good}\n{line}\n")
+    with pytest.raises(DataError) as e:
+        load_pairs(path)
+    assert str(e.value) == f"{path}:2: {expected}"
+
+
+def test_duplicate_ids_name_both_lines(tmp_path):
+    rows = parallel_rows(3)
+    rows[2]["id"] = 0
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DataError) as e:
+        load_pairs(path)
+    assert str(e.value) == f"{path}:3: duplicate id 0 for lang 'sw' (first on line 1)"
+    rows[2]["id"] = "0"  # the same id as text: ids are compared as written by `translate`
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DataError, match="duplicate id '0'"):
+        load_pairs(path)
+    # One English row translated into two languages keeps its id in both.
+    rows[2]["lang"] = "de"
+    assert len(load_pairs(write_jsonl(tmp_path / "d.jsonl", rows))) == 6
+    pref = [{"id": 1, "prompt": "p", "chosen": "a", "rejected": "b"}] * 2
+    with pytest.raises(DataError, match=r"p.jsonl:2: duplicate id 1 \(first on line 1\)"):
+        load_pairs(write_jsonl(tmp_path / "p.jsonl", pref))
+
+
+def test_other_extra_fields_are_ignored(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{**GOOD, "source": "alpaca", "category": "qa"}])
+    assert len(load_pairs(path)) == 2
+
+
+def test_identical_chosen_and_rejected_are_kept_with_a_warning(tmp_path, capsys):
+    rows = parallel_rows(4)
+    rows[1]["response_tgt"] = rows[1]["response_en"]  # e.g. an untranslated answer
+    rows[3]["response_tgt"] = rows[3]["response_en"]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    assert len(load_pairs(path)) == 8
+    err = capsys.readouterr().err
+    assert (
+        f"warning: {path}: 2 of 4 rows have response_en == response_tgt (lines 2, 4); "
+        "they carry no preference signal"
+    ) in err
+    pref = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "c"}])
+    load_pairs(pref)
+    assert f"{pref}: 1 of 1 rows have chosen == rejected (lines 1)" in capsys.readouterr().err
+    load_pairs(write_jsonl(tmp_path / "ok.jsonl", parallel_rows(2)))
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_pairs_know_their_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n" + json.dumps(GOOD) + "\n")
+    assert [p.where for p in load_pairs(path)] == [f"{path}:2", f"{path}:2"]
+
+
+def test_language_code_in_capitals_gets_a_suggestion(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{**GOOD, "lang": "SW"}])
+    with pytest.raises(
+        DataError, match=r"d.jsonl:1: field 'lang': unknown language code 'SW'.*Did you mean sw\?"
+    ):
+        load_pairs(path)

@@ -481,4 +481,4 @@ def test_cli_export_import(models, tmp_path):
             str(tmp_path / "q"),
         ],
     )
-    assert r.exit_code == 1 and "not found" in r.output
+    assert r.exit_code == 2 and "not found" in r.output

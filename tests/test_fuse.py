@@ -172,5 +172,5 @@ def test_cli_fuse(models, tmp_path):
     assert r.exit_code == 0, r.output
     assert np.abs(logits(tmp_path / "f") - logits(base, adapters)).max() < 1e-4
     r = CliRunner().invoke(app, args)  # refuses to replace a non-empty output
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0

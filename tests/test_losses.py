@@ -1,4 +1,6 @@
-"""CLO loss and metrics against a numpy reference of the paper's equation."""
+"""CLO loss and metrics against values derived by hand from the paper's equation."""
+
+import math
 
 import mlx.core as mx
 import numpy as np
@@ -7,28 +9,26 @@ import pytest
 from clo_mlx.losses import clo_loss, mean_token_nll
 
 
-def np_log_sigmoid(x):
-    return -np.logaddexp(0.0, -x)
-
-
 @pytest.mark.parametrize("beta,lam", [(0.1, 0.5), (0.5, 0.0), (0.05, 1.0), (1.0, 0.3)])
-def test_clo_loss_matches_numpy(beta, lam):
-    rng = np.random.default_rng(0)
-    pc, pr, rc, rr = (rng.normal(-50, 10, 6).astype(np.float32) for _ in range(4))
-    nll = np.float32(2.7)
-    loss, m = clo_loss(*(mx.array(a) for a in (pc, pr, rc, rr)), mx.array(nll), beta=beta, lam=lam)
+def test_clo_loss_hand_derived(beta, lam):
+    """Two pairs with beta * h = +ln 3 and -ln 3, so every value is known in closed form:
+    -log sigmoid(ln 3) = log(4/3), -log sigmoid(-ln 3) = log 4 (sigmoid(ln 3) = 3/4)."""
+    d = math.log(3) / beta  # so that beta * d = ln 3
+    pc, rc = [-20.0 + d, -30.0], [-20.0, -30.0]  # pair 0: chosen gained d over the reference
+    pr, rr = [-25.0, -35.0 + d], [-25.0, -35.0]  # pair 1: rejected gained d
+    loss, m = clo_loss(*(mx.array(a) for a in (pc, pr, rc, rr)), mx.array(2.0), beta=beta, lam=lam)
 
-    h = (pc - rc) - (pr - rr)
-    dpo = np.mean(-np_log_sigmoid(beta * h))
-    np.testing.assert_allclose(loss.item(), lam * nll + (1 - lam) * dpo, rtol=1e-5)
-    np.testing.assert_allclose(m["loss/dpo"].item(), dpo, rtol=1e-5)
-    np.testing.assert_allclose(m["nll/target"].item(), nll, rtol=1e-6)
-    np.testing.assert_allclose(m["rewards/chosen"].item(), np.mean(beta * (pc - rc)), rtol=1e-4)
-    np.testing.assert_allclose(m["rewards/rejected"].item(), np.mean(beta * (pr - rr)), rtol=1e-4)
-    np.testing.assert_allclose(m["rewards/margins"].item(), np.mean(beta * h), rtol=1e-4, atol=1e-6)
-    assert m["rewards/accuracies"].item() == pytest.approx(np.mean(h > 0))
-    np.testing.assert_allclose(m["logps/chosen"].item(), pc.mean(), rtol=1e-6)
-    np.testing.assert_allclose(m["logps/rejected"].item(), pr.mean(), rtol=1e-6)
+    dpo = (math.log(4 / 3) + math.log(4)) / 2
+    assert loss.item() == pytest.approx(lam * 2.0 + (1 - lam) * dpo, rel=1e-5)
+    assert m["loss/dpo"].item() == pytest.approx(dpo, rel=1e-5)
+    assert m["nll/target"].item() == pytest.approx(2.0)
+    # rewards = beta * (policy - reference): chosen (ln 3, 0), rejected (0, ln 3)
+    assert m["rewards/chosen"].item() == pytest.approx(math.log(3) / 2, rel=1e-5)
+    assert m["rewards/rejected"].item() == pytest.approx(math.log(3) / 2, rel=1e-5)
+    assert m["rewards/margins"].item() == pytest.approx(0.0, abs=1e-5)
+    assert m["rewards/accuracies"].item() == 0.5  # pair 0 only
+    assert m["logps/chosen"].item() == pytest.approx((-50.0 + d) / 2, rel=1e-6)
+    assert m["logps/rejected"].item() == pytest.approx((-60.0 + d) / 2, rel=1e-6)
 
 
 def test_dpo_at_equal_policy_and_reference_is_log2():

@@ -1,6 +1,8 @@
-"""CLO's preference-term variants (clo.preference) against hand-computed numpy values."""
+"""CLO's preference-term variants (clo.preference) against values derived by hand."""
 
 from __future__ import annotations
+
+import math
 
 import mlx.core as mx
 import numpy as np
@@ -18,17 +20,49 @@ NR = np.array([5.0, 8.0, 3.0, 6.0])
 H = (PC - RC) - (PR - RR)  # [0., -4., -0.5, 1.5]
 
 
-def _np_loss(pref: str, beta: float, gamma: float, pc=PC, pr=PR) -> np.ndarray:
-    h = (pc - RC) - (pr - RR)
-    if pref == "sigmoid":
-        return np.logaddexp(0.0, -beta * h)
-    if pref == "ipo":  # length-normalised log-probs (IPO paper, TRL)
-        h = (pc / NC - RC / NC) - (pr / NR - RR / NR)
-        return (h - 1 / (2 * beta)) ** 2
-    if pref == "hinge":
-        return np.maximum(0.0, 1 - beta * h)
-    z = beta * (pc / NC - pr / NR) - gamma
-    return np.logaddexp(0.0, -z)
+def softplus(x: float) -> float:  # -log sigmoid(-x)
+    return math.log1p(math.exp(x))
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# beta = 0.5, gamma = 0.5, by hand from the arrays above (P = 4 pairs):
+# beta * h = [0, -2, -0.25, 0.75]; SimPO: pc/nc = [-3, -3, -4, -4], pr/nr = [-3, -25/8, -3, -41/12]
+# so z = beta * (pc/nc - pr/nr) - gamma = [-1/2, -7/16, -1, -19/24].
+# IPO (length-normalised, as the IPO paper and TRL): (pc - rc)/nc = [1/4, -1/5, 1/4, 1/5],
+# (pr - rr)/nr = [1/5, 1/4, 1/3, -1/12], so h = [1/20, -9/20, -1/12, 17/60].
+Z_SIMPO = [-0.5, -7 / 16, -1.0, -19 / 24]
+H_IPO = [1 / 20, -9 / 20, -1 / 12, 17 / 60]
+TERMS = {
+    "sigmoid": [math.log(2), softplus(2.0), softplus(0.25), softplus(-0.75)],
+    "ipo": [(h - 1) ** 2 for h in H_IPO],  # (h - 1/(2 beta))^2
+    "hinge": [1.0, 3.0, 1.25, 0.25],  # max(0, 1 - beta * h)
+    "simpo": [softplus(-z) for z in Z_SIMPO],
+}
+# mean rewards (chosen, rejected) and accuracy:
+# beta * (pc - rc) = 0.5 * [1, -2, 0.5, 1] -> 0.0625; beta * (pr - rr) = 0.5 * [1, 2, 1, -0.5] -> 0.4375
+# SimPO: beta * pc/nc -> -1.75; beta * pr/nr -> -301/192. Only one pair of four wins in both.
+# IPO: beta * (pc - rc)/nc -> 0.0625; beta * (pr - rr)/nr -> 0.5 * 0.7 / 4; pairs 0 and 3 win.
+REWARDS = {
+    "dpo": (0.0625, 0.4375, 0.25),
+    "simpo": (-1.75, -301 / 192, 0.25),
+    "ipo": (0.0625, 0.0875, 0.5),
+}
+# d mean(term) / d pc_i and d / d pr_i, with P = 4:
+GRAD_PC = {
+    "sigmoid": [-0.5 * sigmoid(-bh) / 4 for bh in (0.0, -2.0, -0.25, 0.75)],
+    "ipo": [2 * (h - 1) / nc / 4 for h, nc in zip(H_IPO, NC, strict=True)],
+    "hinge": [-0.5 / 4] * 4,  # 1 - beta * h > 0 for every pair
+    "simpo": [-sigmoid(-z) * 0.5 / nc / 4 for z, nc in zip(Z_SIMPO, NC, strict=True)],
+}
+GRAD_PR = {
+    "sigmoid": [-g for g in GRAD_PC["sigmoid"]],
+    "ipo": [-2 * (h - 1) / nr / 4 for h, nr in zip(H_IPO, NR, strict=True)],
+    "hinge": [-g for g in GRAD_PC["hinge"]],
+    "simpo": [sigmoid(-z) * 0.5 / nr / 4 for z, nr in zip(Z_SIMPO, NR, strict=True)],
+}
 
 
 def _mx(*arrays):
@@ -57,58 +91,41 @@ def test_hand_values_of_each_term():
 
 
 @pytest.mark.parametrize("pref", PREFERENCE_LOSSES)
-@pytest.mark.parametrize("beta,lam,gamma", [(0.1, 0.5, 0.5), (0.5, 0.0, 1.0), (2.0, 0.3, 0.0)])
-def test_clo_loss_with_each_preference_matches_numpy(pref, beta, lam, gamma):
-    nll = 2.5
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_clo_loss_with_each_preference_hand_derived(pref, lam):
     loss, m = clo_loss(
         *_mx(PC, PR, RC, RR),
-        mx.array(nll),
-        beta=beta,
+        mx.array(2.5),
+        beta=0.5,
         lam=lam,
         preference=pref,
         chosen_tokens=mx.array(NC.astype(np.float32)),
         rejected_tokens=mx.array(NR.astype(np.float32)),
-        gamma=gamma,
+        gamma=0.5,
     )
-    term = _np_loss(pref, beta, gamma)
-    assert loss.item() == pytest.approx(lam * nll + (1 - lam) * term.mean(), rel=1e-5)
-    assert m["loss/dpo"].item() == pytest.approx(term.mean(), rel=1e-5)
-    if pref == "simpo":  # reference-free, length-normalised rewards
-        rc, rr = beta * PC / NC, beta * PR / NR
-    elif pref == "ipo":  # length-normalised log-probs
-        rc, rr = beta * (PC - RC) / NC, beta * (PR - RR) / NR
-    else:
-        rc, rr = beta * (PC - RC), beta * (PR - RR)
-    assert m["rewards/chosen"].item() == pytest.approx(rc.mean(), rel=1e-5, abs=1e-6)
-    assert m["rewards/rejected"].item() == pytest.approx(rr.mean(), rel=1e-5, abs=1e-6)
-    assert m["rewards/margins"].item() == pytest.approx((rc - rr).mean(), rel=1e-5, abs=1e-6)
-    assert m["rewards/accuracies"].item() == pytest.approx(np.mean(rc > rr))
+    term = sum(TERMS[pref]) / 4
+    assert loss.item() == pytest.approx(lam * 2.5 + (1 - lam) * term, rel=1e-5)
+    assert m["loss/dpo"].item() == pytest.approx(term, rel=1e-5)
+    chosen, rejected, accuracy = REWARDS.get(pref, REWARDS["dpo"])
+    assert m["rewards/chosen"].item() == pytest.approx(chosen, rel=1e-5)
+    assert m["rewards/rejected"].item() == pytest.approx(rejected, rel=1e-5)
+    assert m["rewards/margins"].item() == pytest.approx(chosen - rejected, rel=1e-5)
+    assert m["rewards/accuracies"].item() == accuracy
 
 
-@pytest.mark.parametrize("pref", ["ipo", "hinge", "simpo"])
-def test_gradients_match_numpy(pref):
-    """d loss / d policy log-probs against central finite differences of the numpy loss."""
-    beta, gamma = 0.5, 0.3
+@pytest.mark.parametrize("pref", PREFERENCE_LOSSES)
+def test_gradients_hand_derived(pref):
+    """d mean(loss) / d policy log-probs, derived by hand (see GRAD_PC)."""
 
     def mx_loss(pc, pr):
-        losses, _, _ = dpo_terms(pc, pr, *_mx(RC, RR), beta=beta, preference=pref,
+        losses, _, _ = dpo_terms(pc, pr, *_mx(RC, RR), beta=0.5, preference=pref,
                                  chosen_tokens=mx.array(NC), rejected_tokens=mx.array(NR),
-                                 gamma=gamma)  # fmt: skip
+                                 gamma=0.5)  # fmt: skip
         return losses.mean()
 
     g_pc, g_pr = mx.grad(mx_loss, argnums=(0, 1))(*_mx(PC, PR))
-
-    def np_loss(pc, pr):
-        return _np_loss(pref, beta, gamma, pc, pr).mean()
-
-    eps = 1e-4
-    for i in range(len(PC)):
-        d = np.zeros_like(PC)
-        d[i] = eps
-        num_pc = (np_loss(PC + d, PR) - np_loss(PC - d, PR)) / (2 * eps)
-        num_pr = (np_loss(PC, PR + d) - np_loss(PC, PR - d)) / (2 * eps)
-        assert np.array(g_pc)[i] == pytest.approx(num_pc, abs=1e-3)
-        assert np.array(g_pr)[i] == pytest.approx(num_pr, abs=1e-3)
+    np.testing.assert_allclose(np.array(g_pc), GRAD_PC[pref], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.array(g_pr), GRAD_PR[pref], rtol=1e-5, atol=1e-7)
 
 
 def test_config_accepts_variants_and_rejects_unknown():

@@ -230,3 +230,30 @@ def test_beam_sources_that_are_done_leave_the_batch(tiny, monkeypatch):
         )  # fmt: skip
     assert ours == _trim(ref.tolist()), name
     assert rows[0] == 3 * len(texts) and min(rows) < rows[0], rows  # some left early
+
+
+def test_mean_logprobs_match_transformers(tiny):
+    from clo_mlx.m2m100 import mean_logprobs
+
+    name, _, hf, tr = tiny
+    forced = tr.lang_token_id("sw")
+    seqs = generate(tr.model, tr.encode(TEXTS), forced_bos_token_id=forced, max_new_tokens=12)
+    ours = mean_logprobs(tr.model, tr.encode(TEXTS), seqs)
+    batch = _hf_batch(tr, TEXTS)
+    for b, seq in enumerate(seqs):
+        with torch.no_grad():
+            logits = hf(
+                input_ids=batch["input_ids"][b : b + 1],
+                attention_mask=batch["attention_mask"][b : b + 1],
+                decoder_input_ids=torch.tensor([seq[:-1]]),
+            ).logits[0]
+        logp = torch.log_softmax(logits.double(), -1)
+        ref = np.mean([logp[t, seq[t + 1]].item() for t in range(1, len(seq) - 1)])
+        assert abs(ours[b] - ref) < 1e-4, (name, b)
+    pairs = tr.translate(TEXTS, "sw", max_new_tokens=12, with_scores=True)
+    assert [p[0] for p in pairs] == tr.translate(TEXTS, "sw", max_new_tokens=12)
+    assert [p[1] for p in pairs] == pytest.approx(ours, abs=1e-5)
+    from clo_mlx.translate_backends import make_m2m100
+
+    fn = make_m2m100(tr.path, "sw", max_new_tokens=12, with_scores=True)
+    assert fn(TEXTS) == pairs

@@ -4,8 +4,10 @@ and concurrent runs in one adapter folder, checks before the reference pass, and
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -56,14 +58,16 @@ def replace(cfg, **over):
 def test_non_finite_first_update_is_rolled_back_and_says_nothing_was_saved(
     tiny_llama, parallel_data, tmp_path
 ):
-    cfg = cfg_for(tiny_llama, parallel_data, tmp_path, learning_rate=float("nan"))
+    # The config refuses a NaN learning rate (test_config); set it behind the check's back to
+    # get a non-finite first update.
+    cfg = dataclasses.replace(cfg_for(tiny_llama, parallel_data, tmp_path), learning_rate=math.nan)
     console, _ = quiet()
     # Before: KeyError 'model' (the rollback snapshot had no optimizer state yet).
     with pytest.raises(NonFiniteLoss, match=r"at step 1 .*Nothing was saved yet") as e:
         run_training(cfg, console=console)
     assert "last good adapters" not in str(e.value)
 
-    skip = replace(cfg, skip_nonfinite=True, adapter_path=str(tmp_path / "skip"))
+    skip = dataclasses.replace(cfg, skip_nonfinite=True, adapter_path=str(tmp_path / "skip"))
     _, result = run_training(skip, console=console)
     assert [r["step"] for r in result.reports] == [1, 2, 3, 4]
     assert all("loss" not in r for r in result.reports)  # every step was skipped
@@ -286,6 +290,8 @@ def _bad(tmp_path, kind):
     if kind == "adapter_path is a file":
         ad.write_text("x")
         return {}
+    if kind == "adapter_path cannot be created":
+        return {"adapter_path": os.devnull + "/ad"}  # under a file: no folder can be made there
     if kind == "num_layers too large":
         return {"num_layers": 99}
     if kind == "unknown key":
@@ -313,6 +319,7 @@ def _bad(tmp_path, kind):
     "kind,message",
     [
         ("adapter_path is a file", "exists and is not a folder"),
+        ("adapter_path cannot be created", "/ad: cannot write"),
         ("num_layers too large", "num_layers=99 but the model has only 2 layers"),
         ("unknown key", "match no module"),
         ("resume without checkpoint", "no complete checkpoint"),
@@ -326,6 +333,21 @@ def test_errors_come_before_the_reference_pass(tiny_llama, parallel_data, tmp_pa
     with pytest.raises(CloError, match=message):
         run_training(cfg, console=quiet()[0])
     assert not (tmp_path / "cache").exists(), "the reference pass ran before the error"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_adapter_folder_fails_before_the_reference_pass(
+    tiny_llama, parallel_data, tmp_path
+):
+    folder = tmp_path / "ad"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(WriteError, match=rf"{folder}.*cannot write"):
+            run_training(cfg_for(tiny_llama, parallel_data, tmp_path), console=quiet()[0])
+    finally:
+        folder.chmod(0o755)
+    assert not (tmp_path / "cache").exists()
 
 
 # ----------------------------------------------------------------------------- accumulation
@@ -515,3 +537,22 @@ def test_a_response_starting_at_token_0_still_has_response_tokens():
     assert (ids, start) == ([6, 7, 8, 2], 1)  # nothing predicts token 0
     _, targets, mask = collate([([6, 7, 8, 2], 0)], 8)  # before: an empty mask
     assert mask[0].tolist()[:4] == [1, 1, 1, 0] and targets[0].tolist()[:3] == [7, 8, 2]
+
+
+def test_the_fit_check_leaves_the_model_untouched(tiny_llama, parallel_data, tmp_path):
+    """check_trainable tries resume_adapter_file on a copy sharing the weights: the model the
+    reference pass then uses is still the plain base."""
+    from mlx.utils import tree_flatten
+
+    from clo_mlx.models import load_model
+    from clo_mlx.run import check_trainable
+
+    cfg = cfg_for(tiny_llama, parallel_data, tmp_path, iters=1)
+    run_training(cfg, console=quiet()[0])
+    model, _ = load_model(str(tiny_llama))
+    before = dict(tree_flatten(model.parameters()))
+    resume = replace(cfg, resume_adapter_file=str(tmp_path / "ad" / "adapters.safetensors"))
+    check_trainable(model, resume, None, None)
+    after = dict(tree_flatten(model.parameters()))
+    assert after.keys() == before.keys() and not any("lora" in k for k in after)
+    assert all(after[k] is before[k] for k in before)  # the same arrays, none replaced

@@ -258,23 +258,38 @@ def test_micro_batches_add_up_to_the_whole_batch(tiny_llama, parallel_data, tmp_
             np.testing.assert_allclose(np.array(weights[name]), w, atol=1e-4 * np.abs(w).max())
 
 
-def test_automatic_micro_batch_fits_the_token_budget(tiny_llama, parallel_data, tmp_path):
+def test_automatic_micro_batch_fits_the_token_budget():
+    """Hand-made lengths: the longest of 8 pairs has 71 tokens, the model sees 70, whose bucket
+    (steps of 8 below 128) is 72; 1,024 tokens / (2 sequences x 72) = 7 pairs per pass."""
+    from clo_mlx.config import build_config
+    from clo_mlx.data import Pair
+    from clo_mlx.tokens import EncodedPair
     from clo_mlx.trainer import AUTO_MICRO_BATCH_TOKENS, micro_batch_pairs, micro_batches
 
-    prep = prepare(cfg_for(tiny_llama, parallel_data, tmp_path))
-    data = prep.train
-    idx = list(range(len(data)))
-    longest = max(data.length(i) for i in idx) - 1
-    padded = -(-longest // 8) * 8 if longest < 128 else None  # buckets step by 8 below 128
-    assert padded is not None
-    cfg = cfg_for(tiny_llama, parallel_data, tmp_path)
-    assert micro_batch_pairs(data, idx, cfg) == AUTO_MICRO_BATCH_TOKENS // (2 * padded)
-    cfg = cfg_for(tiny_llama, parallel_data, tmp_path, micro_batch_size=3)
-    parts, totals = micro_batches(data, idx[:8], cfg)
+    # (chosen length, chosen start, rejected length, rejected start) for rows 0-3, kinds en, tgt
+    shapes = [
+        (18, 10, 16, 10), (20, 12, 19, 12),
+        (28, 20, 27, 20), (30, 25, 33, 25),
+        (50, 40, 71, 40), (71, 60, 66, 60),
+        (12, 5, 11, 5), (15, 5, 14, 5),
+    ]  # fmt: skip
+    encoded = [
+        EncodedPair(
+            Pair(i // 2, ("en", "tgt")[i % 2], "sw", "p", "c", "r"),
+            list(range(1, cl + 1)),
+            cs,
+            list(range(1, rl + 1)),
+            rs,
+        )  # fmt: skip
+        for i, (cl, cs, rl, rs) in enumerate(shapes)
+    ]
+    nll = np.array([0, 1] * 4, np.float32)  # the NLL term covers the target-language pairs
+    data = PairData(encoded, np.zeros(8, np.float32), np.zeros(8, np.float32), nll)
+    idx = list(range(8))
+    assert AUTO_MICRO_BATCH_TOKENS == 1024
+    assert micro_batch_pairs(data, idx, build_config()) == 7
+    parts, totals = micro_batches(data, idx, build_config(overrides={"micro_batch_size": 3}))
     assert [len(p[3]) for p in parts] == [3, 3, 2]  # as even as possible, none above 3
     assert totals[0].item() == 8
-    expected = sum(
-        (len(e.chosen) - e.chosen_start) * w
-        for e, w in zip(data.encoded[:8], data.nll_weight[:8], strict=True)
-    )
-    assert totals[1].item() == expected
+    # response tokens of the tgt pairs' chosen sequences: 8 + 5 + 11 + 10
+    assert totals[1].item() == 34

@@ -190,7 +190,7 @@ GOOD_SW = {
     "Name three colours that you like very much.": "Rangi.",  # far too short
     "Tell me a story about a lion.": "Simba simba simba simba simba simba simba.",
     "Say hello.": "",
-    "What is 12 plus 30?": "Kumi na mbili jumlisha thelathini ni ngapi?",  # digits lost
+    "What is 12 plus 30?": "Kumi na tatu jumlisha thelathini ni ngapi?",  # 12 became 13
     "Visit [[0]] for the news today.": "Tembelea kwa habari za leo.",  # placeholder lost
     "Answer briefly.": "Jibu kwa ufupi.",
 }
@@ -246,6 +246,29 @@ def test_filters_can_be_turned_off(tmp_path):
         src, tmp_path / "o.jsonl", "sw", fake_translate, filters=filters, show_progress=False
     )
     assert s["kept"] == 1
+
+
+def test_low_confidence_is_off_by_default_and_rejects_when_set(tmp_path):
+    src = write_jsonl(
+        tmp_path / "en.jsonl",
+        [{"id": 1, "prompt": "Answer briefly.", "response": "How many legs does a spider have?"}],
+    )
+
+    def scored(texts):  # the response is translated with low confidence
+        return [(GOOD_SW[t], -3.0 if "spider" in t else -0.2) for t in texts]
+
+    s = translate_file(src, tmp_path / "a.jsonl", "sw", scored, show_progress=False)
+    assert (
+        s["kept"] == 1
+        and lines(tmp_path / "a.jsonl")[0]["response_tgt"]
+        == GOOD_SW["How many legs does a spider have?"]
+    )
+    s = translate_file(
+        src, tmp_path / "b.jsonl", "sw", scored, filters=Filters(min_logprob=-1.0),
+        show_progress=False,
+    )  # fmt: skip
+    bad = lines(side_paths(tmp_path / "b.jsonl")[0])
+    assert s["reasons"]["low_confidence"] == 1 and bad[0]["detail"].startswith("response:")
 
 
 def test_bad_language_and_mismatched_output(tmp_path):

@@ -42,6 +42,8 @@ LEGIT = [
     ("We met at 5.30pm.", "Kami bertemu pukul 17.30.", "id"),
     ("She ate three eggs.", "她吃了3个鸡蛋。", "zh"),
     ("She ate 3 eggs.", "Alikula mayai matatu.", "sw"),
+    ("What is 12 plus 30?", "Kumi na mbili jumlisha thelathini ni ngapi?", "sw"),
+    ("It has 200 rooms.", "Ina vyumba mia mbili.", "sw"),
     ("It cost 1,000 dollars and 3.5 cents.", "Es kostete 1.000 Dollar und 3,5 Cent.", "de"),
     ("It raised $1.5 million.", "筹集了150万美元。", "zh"),
     ("It raised £120 million a year.", "연간 1억 2천만 파운드를 모았다.", "ko"),
@@ -50,6 +52,11 @@ LEGIT = [
     ("It was twenty-five years ago.", "Es war vor 25 Jahren.", "de"),
     ("On Monday, 30 September.", "Pada hari Senin, 30 September.", "id"),
     ("There were 12 of them.", "有十二个。", "zh"),
+    ("It was 385 miles away, at 80 degrees.", "Es war 620 km entfernt, bei 27 °C.", "de"),
+    ("The attack was at 7 a.m.", "Der Angriff war um 7:00 Uhr.", "de"),
+    ("The man, 32, was held.", "Ọkùnrin ẹni ọdún méjìlélọ́gbọ̀n náà wà ní àhámọ́.", "yo"),
+    ("Fifty-eight percent said no.", "58 Prozent sagten nein.", "de"),
+    ("It rose from 1.7 million four years ago.", "4년 전의 170만보다 증가했다.", "ko"),
 ]
 BROKEN = [
     # (English, translation, lang): a number changed or dropped
@@ -60,6 +67,10 @@ BROKEN = [
     ("He scored 27 points in 2019.", "Alifunga pointi 27.", "sw"),
     ("The vote is in January.", "投票在2月举行。", "zh"),
     ("He paid $375,000.", "그는 38만 5,000달러를 지불했다.", "ko"),
+    ("It was 385 miles away.", "Es war 720 km entfernt.", "de"),
+    ("Fifty-eight percent said no.", "50 Prozent sagten nein.", "de"),
+    ("We met at 6 a.m.", "Wir trafen uns um 0 Uhr.", "de"),  # Swahili clock only for sw
+    ("What is 12 plus 30?", "Kumi na tatu jumlisha thelathini ni ngapi?", "sw"),
 ]
 
 

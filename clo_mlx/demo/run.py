@@ -114,6 +114,7 @@ def run_demo(
     model: str | Path | None = None,
     n_eval: int | None = None,
     console=None,
+    verbose: bool = False,
     **overrides,
 ) -> dict:
     """Train on the demo corpus and measure language fidelity before and after; return the numbers.
@@ -123,6 +124,7 @@ def run_demo(
     """
     from rich.console import Console
 
+    from clo_mlx.adapters import check_trainable_fits
     from clo_mlx.config import build_config
     from clo_mlx.fidelity import language_fidelity
     from clo_mlx.models import load_model
@@ -161,6 +163,7 @@ def run_demo(
     )
     console.print(f"model {model_path}\ndata  {data_dir}\nadapters {cfg.adapter_path}")
     mdl, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
+    check_trainable_fits(mdl, cfg)  # e.g. --lora-rank too large: before the fidelity measurement
     before = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
     console.print(
         f"before training: {_fmt(before[LANG]['fidelity'])} of Swahili prompts answered in "
@@ -180,7 +183,9 @@ def run_demo(
             res = language_fidelity(model, tokenizer, track, CANDIDATES, max_tokens=MAX_TOKENS)
         return {f"fidelity/{k}": v["fidelity"] for k, v in res.items()}
 
-    result = train(mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console)
+    result = train(
+        mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console, verbose=verbose
+    )
     mdl.eval()
     after = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)
     seconds = time.perf_counter() - t0
