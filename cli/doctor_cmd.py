@@ -1,4 +1,5 @@
-"""`clo-mlx doctor`: which backend, device and BLAS MLX uses here, and how fast its matmul is."""
+"""`clo-mlx doctor`: which backend, device and BLAS MLX uses here, and how fast its matmul is;
+with `--model M`, what to know about a model before a long run on it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from cli.main import app
 @app.command()
 def doctor(
     matmul_size: int = typer.Option(1024, help="Size n of the n x n matmul that is timed."),
-    bench: bool = typer.Option(True, help="Time an fp32 (and bf16) matmul."),
+    bench: bool = typer.Option(True, help="Time an fp32 (and bf16) matmul (not with --model)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Also check this model (local folder or cached HF repo id)."
+    ),
+    compare: bool = typer.Option(
+        True, help="With --model: one forward pass compared with transformers, if installed."
+    ),
 ) -> None:
-    """Show MLX's backend, device and BLAS library, and the measured matmul GFLOP/s."""
+    """Show MLX's backend, device and BLAS library, and the measured matmul GFLOP/s; with
+    --model, the model's architecture, RoPE, chat template, eos ids (and a transformers check)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import mlx.core as mx
@@ -56,7 +64,47 @@ def doctor(
             line("hint", f"install an OpenBLAS: {blas.INSTALL_HINT}")
     elif sys.platform == "darwin":
         line("blas", "Accelerate (macOS)")
-    if bench:
+    if model is not None:
+        model_report(model, compare, line)
+    elif bench:
         n = matmul_size
         line("fp32 matmul", f"{blas.matmul_gflops(n, 'float32'):.1f} GFLOP/s ({n}x{n})")
         line("bf16 matmul", f"{blas.matmul_gflops(n, 'bfloat16', repeats=2):.1f} GFLOP/s ({n}x{n})")
+
+
+def model_report(model: str, compare: bool, line) -> None:
+    from clo_mlx.doctor import compare_with_transformers, describe_model
+
+    info = describe_model(model)
+    typer.echo("")
+    line("model", info["path"])
+    line("architecture", f"{info['model_type']} {info['architectures'] or ''}".strip())
+    line("layers", f"{info['layers']} (hidden size {info['hidden_size']})")
+    line("parameters", f"{info['parameters'] / 1e6:.2f}M in MLX")
+    dtypes = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in info["stored_dtypes"].items())
+    line("stored", dtypes)
+    q = info["quantization"]
+    line("quantization", f"{q.get('bits')}-bit, group size {q.get('group_size')}" if q else "-")
+    line("tied embeds", info["tie_word_embeddings"])
+    line("vocab", f"{info['vocab_size']} rows (tokenizer: {info['tokenizer_size']} tokens)")
+    line("rope config", info["rope_config_style"])
+    scaling = info["rope_scaling"] or "none"
+    line("rope (mlx-lm)", f"theta {info['rope_theta']:g}, scaling {scaling}")
+    line(
+        "chat template", "yes" if info["chat_template"] else "no (plain User:/Assistant: fallback)"
+    )
+    n_prompt, n_resp = info["example_tokens"]
+    typer.echo(
+        f"example (response tokens between [[ ]]; {n_prompt} prompt + {n_resp} response tokens):"
+    )
+    typer.echo(f"{info['example_prompt']}[[{info['example_response']}]]")
+    line("eos ids", ", ".join(f"{i} {t}" for i, t in info["eos"]))
+    if not compare:
+        return
+    try:
+        d = compare_with_transformers(info["path"], info["_model"], info["_ids"])
+    except ImportError:
+        line("transformers", "not installed: no comparison (pip install transformers torch)")
+        return
+    verdict = "same model" if d < 1e-3 else "DIFFERENT: check the config before training"
+    line("transformers", f"max |d logit| {d:.2e} on the example, fp32 ({verdict})")

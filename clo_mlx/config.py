@@ -206,7 +206,7 @@ def _validate(cfg: dict, where: str) -> None:
     keys = cfg["lora_parameters"]["keys"]
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"{where}: lora_parameters.keys must be a non-empty list of module paths")
-    # `not x > 0` also catches NaN, which every ordered comparison lets through.
+    # Written as `not (x >= 0 ...)`: NaN fails every comparison, so `x < 0` would let it through.
     if not (cfg["learning_rate"] >= 0 and math.isfinite(cfg["learning_rate"])):
         raise ConfigError(
             f"{where}: learning_rate must be a finite number >= 0, got {cfg['learning_rate']}"
@@ -313,8 +313,8 @@ def optimizer_kwargs(optimizer: str, config: dict, where: str = "config") -> dic
         label = "optimizer_config"
     cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
            "adafactor": optim.Adafactor}[optimizer]  # fmt: skip
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",)]
-    valid = [p for p in params if p != "learning_rate"]
+    params = inspect.signature(cls.__init__).parameters
+    valid = [p for p in params if p not in ("self", "learning_rate")]
     for key in config:
         if key not in valid:
             raise ConfigError(

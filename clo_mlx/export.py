@@ -156,10 +156,10 @@ def default_base_id(model: str | Path, config: dict, model_path: Path) -> str:
 def _load_base(
     model: str | Path | None, adapter_config: dict | None
 ) -> tuple[nn.Module, dict, Path]:
-    from mlx_lm.utils import load_model
+    from clo_mlx.models import load_mlx_model
 
     model_path = resolve_model(model, adapter_config)
-    model, config = load_model(model_path, lazy=True)
+    model, config = load_mlx_model(model_path, lazy=True)
     _check_arch(config, model_path)
     return model, config, model_path
 
@@ -281,6 +281,8 @@ def export_fused_hf(
     """
     from mlx_lm.utils import dequantize_model
 
+    from clo_mlx.models import hf_rope_config, read_config
+
     model, config, model_path = _load_base(model_path, read_adapter_config(adapter_path))
     dtype = _original_dtype(config, model)
     load_adapters_checked(model, adapter_path)
@@ -290,7 +292,9 @@ def export_fused_hf(
         k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v
         for k, v in tree_flatten(model.parameters())
     }
-    hf_config = json.loads((model_path / "config.json").read_text())
+    hf_config = read_config(model_path)
+    # Both RoPE config styles, so transformers 4.x/5.x and mlx-lm read the same model.
+    hf_config.update(hf_rope_config(hf_config, model_path / "config.json"))
     for key in ("quantization", "quantization_config"):
         hf_config.pop(key, None)
     dtype_name = next(k for k, v in DTYPES.items() if v == dtype)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clo_mlx.langid import check_language, detect_language
+from clo_mlx.memory import with_wired_limit
 
 
 def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -21,6 +22,7 @@ def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     return list(ids)
 
 
+@with_wired_limit
 def generate_responses(
     model,
     tokenizer,

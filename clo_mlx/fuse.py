@@ -98,17 +98,21 @@ def fuse(
     `model_path` None: the model named in the adapter config. A quantized base stays quantized (the merged weight is re-quantized, which rounds it)
     unless `dequantize`, which saves full-precision weights and drops the quantization config.
     """
-    from mlx_lm.utils import dequantize_model, load_model, load_tokenizer, save
+    from mlx_lm.utils import dequantize_model, save
+
+    from clo_mlx.models import hf_rope_config, load_mlx_model, load_tokenizer_checked, read_config
 
     model_path = resolve_model(model_path, read_adapter_config(adapter_path))
-    model, config = load_model(model_path, lazy=True)
+    model, config = load_mlx_model(model_path, lazy=True)
+    tokenizer = load_tokenizer_checked(model_path, config)
+    # Both RoPE config styles, so transformers 4.x/5.x and mlx-lm read the same model.
+    config.update(hf_rope_config(read_config(model_path), model_path / "config.json"))
     load_adapters_checked(model, adapter_path)
     fuse_modules(model, dequantize=dequantize)
     if dequantize:
         dequantize_model(model)
         config.pop("quantization", None)
         config.pop("quantization_config", None)
-    tokenizer = load_tokenizer(model_path, eos_token_ids=config.get("eos_token_id"))
     save_path = Path(save_path)
     with atomic_output_dir(save_path, overwrite, protect=(model_path, Path(adapter_path))) as tmp:
         save(tmp, str(model_path), model, tokenizer, config, donate_model=False)

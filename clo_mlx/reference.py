@@ -22,6 +22,7 @@ from . import distributed
 from .batching import collate, length_sorted_batches, response_start
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
+from .memory import with_wired_limit
 from .tokens import EncodedPair
 
 
@@ -53,6 +54,7 @@ def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
     return [max(len(e.chosen), len(e.rejected)) for e in encoded]
 
 
+@with_wired_limit
 def score_pairs(
     model: nn.Module,
     encoded: list[EncodedPair],

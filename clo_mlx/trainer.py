@@ -35,6 +35,7 @@ from .errors import CloError
 from .io import append_jsonl, ensure_folder
 from .logprobs import sequence_logps
 from .losses import clo_loss, mean_token_nll
+from .memory import with_wired_limit
 from .tokens import EncodedPair
 
 # ----------------------------------------------------------------------------- data for a step
@@ -273,6 +274,7 @@ def spread_batches(n_batches: int, num: int, seed: int) -> list[int]:
     return [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
+@with_wired_limit
 def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: int = -1) -> dict:
     """Preference metrics on held-out pairs, over all pairs at once (not averaged per batch).
 
@@ -410,6 +412,7 @@ def _grad_checkpoint(layer: nn.Module) -> None:
     grad_checkpoint(layer)
 
 
+@with_wired_limit
 def train(
     model: nn.Module,
     cfg: TrainConfig,
@@ -420,7 +423,7 @@ def train(
     console=None,
     start_step: int = 0,
     optimizer: optim.Optimizer | None = None,
-    training_callback=None,
+    training_callback: reporting.Tracker | None = None,
     verbose: bool = False,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (prepared by adapters.apply_trainable).

@@ -149,7 +149,9 @@ def sft_pair(obj: dict, where: str) -> tuple[str, str]:
     )
 
 
-def read_sft(path: str | Path, split: str | None = None, columns=None) -> list[dict]:
+def read_sft(
+    path: str | Path, split: str | None = None, columns: dict | str | None = None
+) -> list[dict]:
     """English SFT rows as `{"id","prompt","response"}`; errors name file, line and field.
 
     Rows without an `id` get `"<line>-<hash of the texts>"`, so an edited line is redone.
@@ -532,7 +534,7 @@ def translate_file(
     show_progress: bool = True,
     generation: dict | None = None,
     split: str | None = None,
-    columns=None,
+    columns: dict | str | None = None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
 

@@ -66,14 +66,21 @@ def make_m2m100(
 
 
 def llm_prompts(tokenizer, texts: list[str], lang: str) -> list[list[int]]:
-    """Chat-formatted translation prompts as token ids."""
+    """Chat-formatted translation prompts as token ids (the model's own chat template)."""
+    from .tokens import prompt_ids
+
     language = LANGUAGE_NAMES.get(lang, lang)
-    prompts = []
-    for t in texts:
-        messages = [{"role": "user", "content": LLM_PROMPT.format(language=language, text=t)}]
-        s = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        prompts.append(tokenizer.encode(s, add_special_tokens=False))
-    return prompts
+    return [prompt_ids(tokenizer, LLM_PROMPT.format(language=language, text=t)) for t in texts]
+
+
+def answer_text(tokenizer, ids: list[int]) -> str:
+    """The answer in generated `ids`: the tokens before the first end-of-sequence or other
+    special token (a model that runs past its turn goes on with e.g. `<|im_start|>assistant`),
+    decoded, without surrounding whitespace."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    stop = set(tokenizer.eos_token_ids) | {i for i, t in added.items() if t.special}
+    end = next((k for k, t in enumerate(ids) if t in stop), len(ids))
+    return tokenizer.decode(ids[:end]).strip()
 
 
 def make_llm(
@@ -103,9 +110,10 @@ def make_llm(
                 max_tokens=max_tokens,
                 completion_batch_size=batch_size,
                 prefill_batch_size=batch_size,
+                return_token_ids=True,
             )
-            for i, text in zip(chunk, res.texts, strict=True):
-                out[i] = text.strip()
+            for i, ids in zip(chunk, res.token_ids, strict=True):
+                out[i] = answer_text(tokenizer, ids)
         return out
 
     translate.settings = {"decoding": {"value": "greedy", "from": "default"}, "max_tokens": {"value": max_tokens, "from": "flag"}}  # fmt: skip

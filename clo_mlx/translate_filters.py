@@ -179,7 +179,7 @@ EN_WORDS: dict[str, float] = {
     "dozen": 12, "dozens": 12, "once": 1, "twice": 2, "thrice": 3, "half": 0.5, "quarter": 0.25,
     "single": 1, "both": 2, "pair": 2, "couple": 2, "decade": 10, "decades": 10, "century": 100,
     "noon": 12, "midday": 12, "midnight": 12, "triple": 3, "double": 2, "a": 1, "an": 1,
-    "hundreds": 100, "thousands": 1e3, "millions": 1e6, "billions": 1e9, "percent": 100,
+    "hundreds": 100, "thousands": 1e3, "millions": 1e6, "billions": 1e9,
 }  # fmt: skip
 _MONTHS = "january february march april may june july august september october november december".split()  # fmt: skip
 _MONTH_ABBR = "jan feb mar apr may jun jul aug sep oct nov dec".split()
@@ -204,14 +204,14 @@ TARGET_WORDS: dict[str, dict[str, float]] = {
         "erster": 1, "zweite": 2, "zweiten": 2, "dritte": 3, "dritten": 3, "vierte": 4,
         "vierten": 4, "fünfte": 5, "fünften": 5, "beide": 2, "beiden": 2, "halb": 0.5,
         "hälfte": 0.5, "dutzend": 12, "million": 1e6, "millionen": 1e6, "milliarde": 1e9,
-        "milliarden": 1e9, "mio": 1e6, "mrd": 1e9, "prozent": 100,
+        "milliarden": 1e9, "mio": 1e6, "mrd": 1e9,
     },
     "id": {
         "nol": 0, "satu": 1, "se": 1, "dua": 2, "tiga": 3, "empat": 4, "lima": 5, "enam": 6,
         "tujuh": 7, "delapan": 8, "sembilan": 9, "sepuluh": 10, "sebelas": 11, "belas": 10,
         "puluh": 10, "seratus": 100, "ratus": 100, "ribu": 1e3, "seribu": 1e3, "juta": 1e6,
         "miliar": 1e9, "triliun": 1e12, "pertama": 1, "kedua": 2, "ketiga": 3, "keempat": 4,
-        "kelima": 5, "setengah": 0.5, "separuh": 0.5, "lusin": 12, "persen": 100,
+        "kelima": 5, "setengah": 0.5, "separuh": 0.5, "lusin": 12,
     },
     "sw": {
         "sifuri": 0, "moja": 1, "mmoja": 1, "kwanza": 1, "mbili": 2, "wawili": 2, "pili": 2,
@@ -219,7 +219,7 @@ TARGET_WORDS: dict[str, dict[str, float]] = {
         "saba": 7, "nane": 8, "tisa": 9, "kenda": 9, "kumi": 10, "ishirini": 20,
         "thelathini": 30, "arobaini": 40, "hamsini": 50, "sitini": 60, "sabini": 70,
         "themanini": 80, "tisini": 90, "mia": 100, "elfu": 1e3, "milioni": 1e6,
-        "bilioni": 1e9, "nusu": 0.5, "robo": 0.25, "asilimia": 100, "dazeni": 12,
+        "bilioni": 1e9, "nusu": 0.5, "robo": 0.25, "dazeni": 12,
     },
     "yo": {  # written without tone marks (they are stripped before lookup)
         "kan": 1, "okan": 1, "ookan": 1, "eni": 1, "kinni": 1, "kini": 1, "eji": 2, "meji": 2,

@@ -214,3 +214,31 @@ def test_wandb_offline_run_files_read_back(tiny_llama, tmp_path, monkeypatch):
     assert config["loss"] == "clo" and config["project_name"] == "clo-test"
     assert summary["final/test/loss"] == pytest.approx(test["test/loss"])
     assert summary["final/val/loss"] == pytest.approx(val[-1]["val/loss"])
+
+
+def test_cli_flags_reach_the_trainer(tiny_llama, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install tensorboard)")
+    from typer.testing import CliRunner
+
+    from cli.main import _register_commands, app
+
+    _register_commands()
+    data = write_jsonl(tmp_path / "d" / "train.jsonl", parallel_rows(4))
+    write_jsonl(data.parent / "valid.jsonl", parallel_rows(2))
+    args = ["train", "--model", str(tiny_llama), "--data", str(data.parent), "--iters", "2"]
+    args += ["--batch-size", "4", "--steps-per-report", "2", "--adapter-path", str(tmp_path / "a")]
+    args += [
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--report-to",
+        "tensorboard",
+        "--project-name",
+        "p",
+    ]
+    quiet = CliRunner().invoke(app, args)
+    assert quiet.exit_code == 0, quiet.output
+    assert "eval step 2: loss" in quiet.output and "logps/chosen" not in quiet.output
+    assert len(list((tmp_path / "a" / "tensorboard").iterdir())) == 1
+    loud = CliRunner().invoke(app, [*args, "--verbose", "--overwrite"])
+    assert loud.exit_code == 0, loud.output
+    assert "val/logps/chosen/tgt" in loud.output and "steps_per_second" in loud.output

@@ -57,6 +57,27 @@ def lora_dir(tiny_llama, tmp_path_factory):
     return out
 
 
+# ----------------------------------------------------------------------------- train: config values
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--lora-dropout", "1.5"], "lora_parameters.dropout must be in [0, 1), got 1.5"),
+        (["--num-layers", "0"], "num_layers must be >= 1 (the last N layers) or -1 (all), got 0"),
+        (["--learning-rate", "-0.1"], "learning_rate must be a finite number >= 0, got -0.1"),
+        (["--val-batches", "-3"], "val_batches must be >= 1 or -1 (all), got -3"),
+        (["--logprob-chunk-size", "-5"], "logprob_chunk_size must be >= 1, 0 (off) or null"),
+        (["--max-seq-length", "100000000"], "max_seq_length=100000000 is beyond any model's"),
+    ],
+)
+def test_bad_flag_values_exit_2_before_any_work(tmp_path, monkeypatch, capsys, flags, message):
+    args = ["train", "--model", "nowhere", "--data", "nowhere"]
+    code, err = run_cli([*args, "--adapter-path", str(tmp_path / "a"), *flags], monkeypatch, capsys)
+    assert code == 2 and f"clo-mlx: error: command line: {message}" in err
+    assert not (tmp_path / "a").exists()
+
+
 # ----------------------------------------------------------------------------- eval
 
 
