@@ -205,10 +205,12 @@ def tree_broadcast(tree):
     return tree_unflatten(out)
 
 
-def sum_step(values: dict[str, float], *extra: float) -> tuple[dict[str, float], list[float]]:
-    """A step's metric shares and extra numbers summed over ranks (one small all_sum)."""
+def sum_step(values: dict[str, mx.array], *extra: float) -> tuple[dict[str, mx.array], list]:
+    """A step's metric shares (scalar arrays) and extra numbers summed over ranks: one small
+    all_sum, and one host read for the extras (the metrics stay arrays)."""
     if size() == 1:
         return values, list(extra)
     keys = sorted(values)
-    total = sum_np(np.array([values[k] for k in keys] + list(extra), np.float64))
-    return dict(zip(keys, total[: len(keys)].tolist(), strict=True)), total[len(keys) :].tolist()
+    parts = [mx.stack([mx.array(values[k]).astype(mx.float32) for k in keys])] if keys else []
+    total = all_sum(mx.concatenate([*parts, mx.array(extra, mx.float32)]))
+    return {k: total[i] for i, k in enumerate(keys)}, total[len(keys) :].tolist()

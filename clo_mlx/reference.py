@@ -19,7 +19,7 @@ import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .batching import collate, length_sorted_batches, response_start
+from .batching import bucket_length, collate, response_start
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
 from .memory import with_wired_limit
@@ -54,6 +54,27 @@ def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
     return [max(len(e.chosen), len(e.rejected)) for e in encoded]
 
 
+# Padded tokens per forward-only pass. Without a backward nothing is kept across layers, so a
+# pass holds one layer's activations (and one head chunk): 4x the training pass's budget.
+REFERENCE_BATCH_TOKENS = 4096
+
+
+def reference_batches(
+    lengths: list[int], batch_size: int, max_seq_length: int, tokens: int = REFERENCE_BATCH_TOKENS
+) -> list[list[int]]:
+    """Length-sorted batches of at least `batch_size` pairs, grown while their chosen and
+    rejected sequences, padded to the bucket of the longest, stay within `tokens`."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = bucket_length(max(lengths[i] - 1, 1), max_seq_length)  # the longest so far
+        if len(current) >= batch_size and 2 * (len(current) + 1) * padded > tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
+
+
 @with_wired_limit
 def score_pairs(
     model: nn.Module,
@@ -65,9 +86,12 @@ def score_pairs(
 ) -> dict[str, np.ndarray]:
     """Summed response log-probs and token counts of every pair's chosen and rejected response.
 
-    Chosen and rejected sequences of a batch go through one forward pass ([2P, L]).
-    `progress(n_pairs_done)` is called after each batch when given. Data-parallel (`mlx.launch`):
-    each rank scores every size-th batch and all ranks get every score (call it on all ranks).
+    Chosen and rejected sequences of a batch go through one forward pass ([2P, L]); batches hold
+    at least `batch_size` pairs, more while they fit in REFERENCE_BATCH_TOKENS (see
+    reference_batches). Each batch is evaluated asynchronously while the next one is collated:
+    the host reads a batch's results only once the next is queued. `progress(n_pairs_done)` is
+    called after each batch when given. Data-parallel (`mlx.launch`): each rank scores every
+    size-th batch and all ranks get every score (call it on all ranks).
     """
     was_training = model.training
     model.eval()
@@ -75,17 +99,31 @@ def score_pairs(
     n = len(encoded)
     out = {k: np.zeros(n, np.float32) for k in ("chosen_logp", "rejected_logp")}
     out.update({k: np.zeros(n, np.int32) for k in ("chosen_tokens", "rejected_tokens")})
-    mine = []
-    for idx in distributed.shard(length_sorted_batches(pair_lengths(encoded), batch_size)):
-        seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
-        seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
-        logps, ntok = collated_logps(logp_fn, seqs, max_seq_length)
-        P = len(idx)
+    mine: list[int] = []
+
+    def store(idx: list[int], logps: mx.array, ntok: mx.array) -> None:
+        logps, ntok, P = np.array(logps), np.array(ntok), len(idx)
         out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:P], logps[P:]
         out["chosen_tokens"][idx], out["rejected_tokens"][idx] = ntok[:P], ntok[P:]
-        mine += idx
+        mine.extend(idx)
         if progress is not None:
             progress(P)
+
+    queued = None
+    batches = reference_batches(pair_lengths(encoded), batch_size, max_seq_length)
+    for idx in distributed.shard(batches):
+        seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
+        seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
+        inputs, targets, mask = collate(seqs, max_seq_length)
+        logps, ntok = logp_fn(
+            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+        )
+        mx.async_eval(logps, ntok)
+        if queued is not None:
+            store(*queued)
+        queued = (idx, logps, ntok)
+    if queued is not None:
+        store(*queued)
     model.train(was_training)
     if distributed.size() > 1:
         out = distributed.gather_rows({k: v[mine] for k, v in out.items()}, mine, n)

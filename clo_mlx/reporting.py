@@ -131,7 +131,9 @@ def _serializable(info: dict) -> dict:
 
 def _numbers(info: dict) -> dict[str, float]:
     return {
-        k: float(v) for k, v in _serializable(info).items() if _is_number(v) and k != "iteration"
+        k: float(v)
+        for k, v in _serializable(info).items()
+        if _is_number(v) and k not in ("iteration", "step")  # the step is the x axis
     }
 
 
@@ -258,7 +260,6 @@ def _train_metrics(info: dict) -> dict[str, float]:
     return {
         (k if k in ("learning_rate", "trained_tokens") else f"train/{k}"): v
         for k, v in _numbers(info).items()
-        if k != "step"
     }
 
 
@@ -304,5 +305,5 @@ def final_metrics(evals: list[dict]) -> dict[str, float]:
     """The final eval table: the last value of every eval/test metric."""
     final: dict[str, float] = {}
     for record in evals:
-        final.update({k: v for k, v in _numbers(record).items() if k not in ("step", "val_time")})
+        final.update({k: v for k, v in _numbers(record).items() if k != "val_time"})
     return final

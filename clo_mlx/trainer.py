@@ -7,7 +7,6 @@ compiled shapes repeat; reference log-probs come precomputed (see reference.py).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -481,7 +480,7 @@ def train(
         else None
     )
     result = TrainResult()
-    sums: dict[str, float] = {}
+    sums: dict[str, mx.array] = {}  # metrics stay arrays: read once per report, not per step
     n_steps, n_good, n_tokens, elapsed, trained_tokens = 0, 0, 0, 0.0, 0
     grad, pending = None, 0  # summed gradients of `pending` steps not applied yet
     saved_step = start_step  # the last step whose adapters and checkpoint are on disk (0: none)
@@ -548,7 +547,7 @@ def train(
                     )
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
-                        values[k] = values.get(k, 0.0) + v.item()
+                        values[k] = values.get(k, 0.0) + v
                 # Global numbers: every rank's shares summed, and a Ctrl-C on any rank stops all.
                 values, (batch_tokens, stop) = distributed.sum_step(
                     values, _count_tokens(train_data, idx), float(sigint.requested)
@@ -556,7 +555,8 @@ def train(
                 elapsed += time.perf_counter() - tic
                 if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
                     mx.clear_cache()
-                if not math.isfinite(values["loss"]) or not finite.item():
+                # The one host read of a step: whether the loss and the updated weights are finite.
+                if not (finite & mx.isfinite(values["loss"])).item():
                     # Undo the step: the weights before it are still referenced in `before`.
                     model.update(tree_unflatten(list(before[0].items())))
                     _assign_inplace(optimizer.state, before[1])
@@ -570,7 +570,8 @@ def train(
                             f"{min(cfg.save_every, cfg.iters)})"
                         )
                         raise NonFiniteLoss(
-                            f"non-finite loss or weights at step {it} (loss {values['loss']}); "
+                            f"non-finite loss or weights at step {it} "
+                            f"(loss {values['loss'].item()}); "
                             f"stopped. {saved} (lower the learning rate, check the data, or set "
                             "skip_nonfinite: true)."
                         )
@@ -583,14 +584,13 @@ def train(
                 n_good += bool(values)  # report averages are over the steps not skipped
                 n_tokens += int(batch_tokens)
                 n_steps += 1
-                info = f"loss {values['loss']:.3f}" if values else "skipped"
-                progress.update(task, advance=1, info=info)
+                progress.update(task, advance=1, **({} if values else {"info": "skipped"}))
 
                 if it % cfg.steps_per_report == 0 or it == cfg.iters:
                     trained_tokens += n_tokens
                     report = {
                         "step": it,
-                        **{k: v / n_good for k, v in sums.items()},
+                        **{k: (v / n_good).item() for k, v in sums.items()},
                         "learning_rate": float(optimizer.learning_rate.item()),
                         "tokens_per_second": n_tokens / elapsed,
                         "steps_per_second": n_steps / elapsed,
@@ -605,6 +605,7 @@ def train(
                     if callback is not None:
                         callback.on_train_loss_report({"iteration": it, **report})
                     progress.console.print(reporting.train_line(report, verbose), highlight=False)
+                    progress.update(task, info=f"loss {report['loss']:.3f}" if n_good else "")
                     sums, n_steps, n_good, n_tokens, elapsed = {}, 0, 0, 0, 0.0
 
                 if it % cfg.steps_per_eval == 0 or it == cfg.iters:

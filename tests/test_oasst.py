@@ -213,7 +213,7 @@ def test_limit_keeps_the_earliest_prompts(tmp_path):
     assert rows == EXPECTED[:2] and summary["eligible"] == 3 and summary["over_limit"] == 1
 
 
-def test_cli_writes_rows_and_refuses_to_replace_them(tmp_path):
+def test_cli_writes_rows_and_an_output_is_only_replaced_when_asked(tmp_path):
     src = tmp_path / "x.trees.jsonl.gz"
     write_trees(src, trees())
     out = tmp_path / "sft.jsonl"
@@ -224,11 +224,11 @@ def test_cli_writes_rows_and_refuses_to_replace_them(tmp_path):
     assert "dropped: langid" in run.stderr and "BLAS" not in run.stderr
     assert [json.loads(x) for x in out.read_text().splitlines()] == EXPECTED
     out.write_text("keep me\n")
-    run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
-    assert run.returncode == 2 and "already exists (pass --overwrite" in run.stderr
+    with pytest.raises(DataError, match="already exists \\(pass --overwrite"):
+        oasst_to_sft(src, out)
     assert out.read_text() == "keep me\n"
-    run = subprocess.run([*args, "--overwrite"], capture_output=True, text=True, cwd=REPO, env=env)
-    assert run.returncode == 0 and out.read_text().startswith('{"id": "p1"')
+    oasst_to_sft(src, out, overwrite=True)
+    assert out.read_text().startswith('{"id": "p1"')
 
 
 def test_bad_export_lines_name_file_and_line(tmp_path):

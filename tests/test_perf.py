@@ -1,7 +1,12 @@
 """Issue 16 (speed at real scale): the faster paths keep the numbers they had before."""
 
 import math
+import platform
+import sys
+from pathlib import Path
 
+import mlx.core as mx
+import numpy as np
 import pytest
 from conftest import parallel_rows, train_config, write_jsonl
 
@@ -74,3 +79,93 @@ def test_step_metrics_are_those_logged_before_the_change(golden_run):
     assert first["loss/dpo"] == pytest.approx(math.log(2), rel=1e-6)
     assert first["loss"] == pytest.approx(0.5 * first["nll/target"] + 0.5 * math.log(2), rel=1e-6)
     assert first["rewards/margins"] == 0.0
+
+
+# ----------------------------------------------------------------------------- reference pass
+
+
+def varied_pairs(tokenizer) -> list:
+    """12 parallel rows (24 pairs) whose responses are 1-6 sentences long: several length buckets."""
+    from conftest import EN_ANSWERS, EN_PROMPTS, SW_ANSWERS, SW_PROMPTS
+
+    from clo_mlx.data import Pair
+    from clo_mlx.tokens import encode_pairs
+
+    pairs = []
+    for i in range(12):
+        en = " ".join([EN_ANSWERS[i % 4]] * (1 + i % 6))
+        sw = " ".join([SW_ANSWERS[i % 4]] * (1 + (i * 5) % 6))
+        pairs.append(Pair(i, "en", "en", EN_PROMPTS[i % 4], en, sw, f"t.jsonl:{i + 1}"))
+        pairs.append(Pair(i, "tgt", "sw", SW_PROMPTS[i % 4], sw, en, f"t.jsonl:{i + 1}"))
+    encoded, _ = encode_pairs(tokenizer, pairs, 512, "truncate_prompt")
+    return encoded
+
+
+def cache_digest(model_path, cache_dir) -> tuple[str, str]:
+    """(cache file name, sha256 of its chosen and rejected log-prob bytes) of a reference pass."""
+    import hashlib
+
+    import mlx.core as mx
+    import numpy as np
+
+    from clo_mlx.models import load_model
+    from clo_mlx.reference import reference_logps
+
+    model, tokenizer = load_model(str(model_path))
+    encoded = varied_pairs(tokenizer)
+    reference_logps(model, encoded, "tiny", "float32", 2, 512, cache_dir)
+    (path,) = (Path(cache_dir) / "reference").glob("*.safetensors")
+    arrays = mx.load(str(path))
+    h = hashlib.sha256()
+    for k in ("chosen_logp", "rejected_logp"):
+        h.update(np.asarray(arrays[k]).tobytes())
+    return path.name, h.hexdigest()[:16]
+
+
+# Recorded with the reference pass as it was before issue 16 (one host sync per batch of
+# batch_size pairs), on Linux x86-64, mlx CPU backend: the cache key and the exact bytes.
+GOLDEN_CACHE = {
+    "tiny_llama": ("248ff01537be8836c25141fc.safetensors", "8103b862c0c24904"),
+    "tiny_qwen2": ("248ff01537be8836c25141fc.safetensors", "566bc4e2e0e0f3f3"),
+}
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.machine() == "x86_64")
+    or mx.default_device() != mx.cpu,
+    reason="the golden bytes were recorded on the Linux x86-64 CPU backend",
+)
+@pytest.mark.parametrize("fixture", sorted(GOLDEN_CACHE))
+def test_reference_cache_is_byte_identical_to_before(fixture, request, tmp_path):
+    assert cache_digest(request.getfixturevalue(fixture), tmp_path) == GOLDEN_CACHE[fixture]
+
+
+def test_reference_logps_match_a_plain_forward_per_sequence(tiny_qwen2, tmp_path):
+    """Independent of the batching: each sequence alone, uncompiled, numpy log-softmax."""
+    from clo_mlx.models import load_model
+    from clo_mlx.reference import reference_logps
+
+    model, tokenizer = load_model(str(tiny_qwen2))
+    encoded = varied_pairs(tokenizer)
+    chosen, rejected, cached = reference_logps(model, encoded, "t", "float32", 2, 512, tmp_path)
+    assert not cached
+    for e, c, r in zip(encoded, chosen, rejected, strict=True):
+        for ids, start, got in ((e.chosen, e.chosen_start, c), (e.rejected, e.rejected_start, r)):
+            logits = np.array(model(mx.array([ids[:-1]]))[0], np.float64)  # [L, V]
+            top = logits.max(-1, keepdims=True)
+            logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+            want = sum(logp[t - 1, ids[t]] for t in range(max(start, 1), len(ids)))
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
+
+
+def test_reference_batches_grow_within_the_token_budget():
+    """Hand-derived: sorted lengths 10, 11, 12, 50, 100 (ids 0, 4, 2, 3, 1) pad (length - 1) to
+    buckets 16, 16, 16, 56, 104; 2 sequences per pair, budget 200 tokens: 3 x 2 x 16 = 96 fits,
+    adding id 3 (4 x 2 x 56 = 448) does not, nor 3 with 1 (2 x 2 x 104); batch_size 2 forces it."""
+    from clo_mlx.reference import reference_batches
+
+    lengths = [10, 100, 12, 50, 11]
+    assert reference_batches(lengths, 1, 512, tokens=200) == [[0, 4, 2], [3], [1]]
+    assert reference_batches(lengths, 2, 512, tokens=200) == [[0, 4, 2], [3, 1]]
+    assert reference_batches(lengths, 8, 512, tokens=200) == [[0, 4, 2, 3, 1]]
+    assert reference_batches([], 2, 512) == []

@@ -139,6 +139,7 @@ def test_tensorboard_event_files_read_back(tiny_llama, tmp_path):
     assert [e.step for e in val] == [0, 4]
     assert [e.value for e in val] == pytest.approx([m["val/rewards/accuracies/tgt"] for m in evals])
     assert [e.step for e in acc.Scalars("test/loss")] == [4]
+    assert "step" not in acc.Tags()["scalars"]  # the step is the x axis, not a metric
     config = acc.Tensors("config")[0].tensor_proto.string_val[0].decode()
     assert '"project_name": "clo-test"' in config and '"learning_rate": 0.001' in config
     final = acc.Tensors("final_eval")[0].tensor_proto.string_val[0].decode()
