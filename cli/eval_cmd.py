@@ -45,6 +45,15 @@ def eval_command(
     base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model."),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
     cache_dir: str | None = typer.Option(None, help="Reference log-prob cache folder."),
+    answer_mc: int = typer.Option(
+        0, help="English/target answer-choice items per language from the held-out rows (0: off)."
+    ),
+    judge: str | None = typer.Option(
+        None,
+        help="Local mlx-lm chat model judging each adapter's answers against the base model's "
+        "(both orders; win rate per language with a 95% interval; verdicts in OUT/judge/).",
+    ),
+    judge_max_tokens: int = typer.Option(8, help="Tokens the judge may write per verdict."),
 ) -> None:
     """Compare adapters (and the base model) on language fidelity, preference accuracy, perplexity
     and multiple-choice accuracy. The reference of the preference metrics is the base model."""
@@ -64,6 +73,7 @@ def eval_command(
         simpo_gamma=simpo_gamma,
         dtype=dtype,
         cache_dir=cache_dir,
+        answer_mc=answer_mc,
     )
     opts.train_config()  # validate the options before loading anything
     langs = [x.strip() for x in mc_langs.split(",") if x.strip()] if mc_langs else None
@@ -77,6 +87,8 @@ def eval_command(
         opts=opts,
         names=name or None,
         include_base=base,
+        judge=judge,
+        judge_max_tokens=judge_max_tokens,
     )
     from clo_mlx import distributed
 

@@ -38,6 +38,9 @@ def train(
         None, "--lambda", help="Weight of the target NLL term (clo.lambda)."
     ),
     nll_languages: str | None = typer.Option(None, help="clo.nll_languages: target | both"),
+    dpop_en: float | None = typer.Option(None, help="clo.dpop_en: DPOP weight, English pairs."),
+    dpop_tgt: float | None = typer.Option(None, help="clo.dpop_tgt: DPOP weight, target pairs."),
+    anchor_en: float | None = typer.Option(None, help="clo.anchor_en: English anchor weight."),
     sft_languages: str | None = typer.Option(None, help="sft.languages: target | en | both"),
     fine_tune_type: str | None = typer.Option(None, help="lora | dora | full (attention weights)"),
     num_layers: int | None = typer.Option(None, help="Adapt the last N layers (-1: all)."),
@@ -92,6 +95,12 @@ def train(
     compare_sft: bool = typer.Option(
         False, help="Demo only: also run SFT on the same rows and compare."
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check everything, time one reference batch and two steps, print the plan "
+        "(pairs, tokens, buckets, estimated times, peak memory); write no adapters.",
+    ),
 ) -> None:
     """Train adapters with CLO (default), SFT or DPO. No arguments: the built-in offline demo."""
     from clo_mlx.config import build_config
@@ -99,7 +108,14 @@ def train(
     from clo_mlx.run import run_training
 
     nested = {
-        "clo": {"beta": beta, "lambda": lam, "nll_languages": nll_languages},
+        "clo": {
+            "beta": beta,
+            "lambda": lam,
+            "nll_languages": nll_languages,
+            "dpop_en": dpop_en,
+            "dpop_tgt": dpop_tgt,
+            "anchor_en": anchor_en,
+        },
         "sft": {"languages": sft_languages},
         "lora_parameters": {"rank": lora_rank, "scale": lora_scale, "dropout": lora_dropout},
     }
@@ -151,4 +167,9 @@ def train(
             run_demo(verbose=verbose, **demo_overrides)
         return
     cfg = build_config(config, overrides)
+    if dry_run:
+        from clo_mlx.plan import dry_run as plan_run
+
+        plan_run(cfg, overwrite=overwrite)
+        return
     run_training(cfg, overwrite=overwrite, verbose=verbose)

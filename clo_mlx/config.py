@@ -44,6 +44,9 @@ def _default_clo() -> dict:
         "nll_languages": "target",
         "preference": "sigmoid",
         "simpo_gamma": 0.5,
+        "dpop_en": 0.0,  # English retention (losses.py): DPOP weight on `en` pairs
+        "dpop_tgt": 0.0,  # ... on `tgt` (and plain preference) pairs
+        "anchor_en": 0.0,  # one-sided anchor on the English chosen answers
     }
 
 
@@ -103,6 +106,9 @@ _NESTED = {
         "nll_languages": str,
         "preference": str,
         "simpo_gamma": float,
+        "dpop_en": float,
+        "dpop_tgt": float,
+        "anchor_en": float,
     },
     "sft": {"languages": str},
 }
@@ -201,6 +207,11 @@ def _validate(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}: clo.lambda must be in [0, 1], got {cfg['clo']['lambda']}")
     if cfg["clo"]["beta"] <= 0:
         raise ConfigError(f"{where}: clo.beta must be > 0, got {cfg['clo']['beta']}")
+    for key in ("dpop_en", "dpop_tgt", "anchor_en"):
+        if cfg["clo"][key] < 0:
+            raise ConfigError(f"{where}: clo.{key} must be >= 0, got {cfg['clo'][key]}")
+    if cfg["clo"]["preference"] == "simpo" and cfg["clo"]["dpop_en"] + cfg["clo"]["dpop_tgt"]:
+        raise ConfigError(f"{where}: clo.dpop_en/dpop_tgt need a reference; simpo has none")
     if cfg["lora_parameters"]["rank"] < 1:
         raise ConfigError(f"{where}: lora_parameters.rank must be >= 1")
     keys = cfg["lora_parameters"]["keys"]

@@ -9,7 +9,12 @@ Metrics (one flat dict per model):
   base model: its log-probs are computed once, before any adapter is loaded;
 - `ppl/<lang>`: token-weighted perplexity of the held-out chosen responses in each language,
   exp(-sum log p / sum tokens), on the same log-prob path as training;
-- `mc/<lang>/acc`, `mc/<lang>/acc_norm`: multiple-choice accuracy (`clo_mlx.multiple_choice`).
+- `mc/<lang>/acc`, `mc/<lang>/acc_norm`: multiple-choice accuracy (`clo_mlx.multiple_choice`);
+- retention against the base model, per language (`en` is the one CLO should keep):
+  `logp_change/<lang>` (mean change of the held-out reference answers' log-prob, nats per answer),
+  `ppl_ratio/<lang>` (their perplexity over the base's), `same_as_base/<lang>` (share of greedy
+  answers identical to the base's), `answer_mc/<lang>/acc` (`answer_mc` items: pick the reference
+  answer among the answers to the most similar other held-out prompts).
 
 `write_report` writes `report.json` (everything, with fidelity samples), `report.md` (a table) and
 `report.png` (one bar panel per metric).
@@ -54,6 +59,8 @@ class EvalOptions:
     dtype: str = "auto"
     cache_dir: str | None = None
     logprob_chunk_size: int | None = None
+    answer_mc: int = 0  # held-out prompts per language for answer_mc/<lang>/acc; 0: off
+    answer_mc_choices: int = 4
 
     def train_config(self, model: str | None = None) -> TrainConfig:
         """The TrainConfig the core's evaluate() and reference code read their settings from."""
@@ -83,6 +90,8 @@ class EvalSet:
     prompts_by_lang: dict[str, list[str]] = field(default_factory=dict)
     candidates: list[str] = field(default_factory=list)
     mc_items: list[MCItem] | None = None
+    base_fidelity: dict | None = None  # the base model's greedy answers (same_as_base/<lang>)
+    answer_mc: list[MCItem] | None = None
 
 
 # ----------------------------------------------------------------------------- held-out data
@@ -123,6 +132,46 @@ def row_languages(data: PairData) -> np.ndarray:
     return np.array([by_row.get(e.pair.row, "") for e in data.encoded])
 
 
+def answer_mc_items(
+    pairs: Sequence[Pair], n: int, n_choices: int = 4, langs: Sequence[str] | None = None
+) -> list[MCItem]:
+    """Multiple-choice items from held-out pairs, up to `n` per language: a prompt, its reference
+    answer, and as distractors the reference answers of the `n_choices - 1` other prompts of that
+    language sharing most words with it (ties: file order); the reference answer goes to position
+    `k % n_choices` for the k-th item, so that the label is not always the same. Prompts whose similar
+    prompts have the same answer are skipped. No model is involved in building them."""
+    by_lang: dict[str, list[tuple[str, str]]] = {}
+    for p in pairs:
+        if p.kind in ("en", "tgt") and (langs is None or p.lang in langs):
+            lst = by_lang.setdefault(p.lang, [])
+            if all(p.prompt != q for q, _ in lst):
+                lst.append((p.prompt, p.chosen))
+    items = []
+    for lang, rows in sorted(by_lang.items()):
+        words = [set(q.lower().split()) for q, _ in rows]
+        made = 0
+        for i, (prompt, answer) in enumerate(rows):
+            if made >= n:
+                break
+            near = sorted(
+                (j for j in range(len(rows)) if j != i),
+                key=lambda j: (-len(words[i] & words[j]) / len(words[i] | words[j]), j),
+            )
+            distract: list[str] = []
+            for j in near:
+                if rows[j][1] != answer and rows[j][1] not in distract:
+                    distract.append(rows[j][1])
+                if len(distract) == n_choices - 1:
+                    break
+            if len(distract) < n_choices - 1:
+                continue
+            label = made % n_choices
+            choices = distract[:label] + [answer] + distract[label:]
+            items.append(MCItem(f"answer_mc-{lang}-{i}", lang, prompt, tuple(choices), label))
+            made += 1
+    return items
+
+
 def subset(data: PairData, idx: Sequence[int]) -> PairData:
     idx = list(idx)
     return PairData(
@@ -160,7 +209,23 @@ def build_eval_set(
         if opts.fidelity_prompts > 0:
             es.prompts_by_lang = fidelity_prompts(pairs, opts.fidelity_prompts)
             es.candidates = sorted({"en", *target_languages(pairs)})
+            es.base_fidelity = _fidelity(model, tokenizer, es, opts)
+        if opts.answer_mc > 0:
+            es.answer_mc = answer_mc_items(pairs, opts.answer_mc, opts.answer_mc_choices)
     return es
+
+
+def _fidelity(model: nn.Module, tokenizer, es: EvalSet, opts: EvalOptions) -> dict:
+    from .fidelity import language_fidelity
+
+    return language_fidelity(
+        model,
+        tokenizer,
+        es.prompts_by_lang,
+        es.candidates,
+        max_tokens=opts.max_tokens,
+        batch_size=opts.generation_batch_size,
+    )
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -172,6 +237,13 @@ def response_perplexity(model: nn.Module, data: PairData, cfg: TrainConfig) -> d
     A parallel row's chosen responses are its English and its target-language response; plain
     preference rows count under `chosen`.
     """
+    return {k[4:]: v for k, v in response_metrics(model, data, cfg).items() if k.startswith("ppl/")}
+
+
+def response_metrics(model: nn.Module, data: PairData, cfg: TrainConfig) -> dict[str, float]:
+    """`ppl/<lang>` of the chosen responses, and against the reference log-probs (the base model
+    in `clo-mlx eval`) `logp_change/<lang>` = mean(logp - ref logp) per response and
+    `ppl_ratio/<lang>` = exp(-(sum logp - sum ref logp) / sum tokens) = ppl / reference ppl."""
     scores = score_pairs(
         model,
         data.encoded,
@@ -183,9 +255,23 @@ def response_perplexity(model: nn.Module, data: PairData, cfg: TrainConfig) -> d
     out = {}
     for lang in sorted(set(langs)):
         sel = langs == lang
-        total_lp = float(scores["chosen_logp"][sel].astype(np.float64).sum())
-        total_tok = int(scores["chosen_tokens"][sel].sum())
-        out[lang] = math.exp(-total_lp / max(total_tok, 1))
+        lp = scores["chosen_logp"][sel].astype(np.float64)
+        ref = data.ref_chosen[sel].astype(np.float64)
+        total_tok = max(int(scores["chosen_tokens"][sel].sum()), 1)
+        out[f"ppl/{lang}"] = math.exp(-lp.sum() / total_tok)
+        out[f"logp_change/{lang}"] = float(np.mean(lp - ref))
+        out[f"ppl_ratio/{lang}"] = math.exp(-(lp.sum() - ref.sum()) / total_tok)
+    return out
+
+
+def same_as_base(fid: dict, base_fid: dict) -> dict[str, float]:
+    """`{same_as_base/<lang>: share}` of greedy answers identical to the base model's."""
+    out = {}
+    for lang, r in fid.items():
+        base = {s["prompt"]: s["response"] for s in base_fid.get(lang, {}).get("samples", [])}
+        pairs = [(s["response"], base[s["prompt"]]) for s in r["samples"] if s["prompt"] in base]
+        if pairs:
+            out[f"same_as_base/{lang}"] = sum(a == b for a, b in pairs) / len(pairs)
     return out
 
 
@@ -234,26 +320,27 @@ def evaluate_model(
     metrics: dict[str, float] = {}
     details: dict = {}
     if es.prompts_by_lang:
-        from .fidelity import language_fidelity
-
-        fid = language_fidelity(
-            model,
-            tokenizer,
-            es.prompts_by_lang,
-            es.candidates,
-            max_tokens=opts.max_tokens,
-            batch_size=opts.generation_batch_size,
-        )
+        if is_reference and es.base_fidelity is not None:
+            fid = es.base_fidelity
+        else:
+            fid = _fidelity(model, tokenizer, es, opts)
         metrics.update(fidelity_metrics(fid))
+        if not is_reference and es.base_fidelity is not None:
+            metrics.update(same_as_base(fid, es.base_fidelity))
         details["fidelity"] = fid
     if es.pairs is not None:
         pref = preference_metrics(model, es.pairs, cfg)
         if is_reference:
             pref = {k: v for k, v in pref.items() if "rewards/" not in k}
         metrics.update(pref)
-        metrics.update(
-            {f"ppl/{k}": v for k, v in response_perplexity(model, es.pairs, cfg).items()}
-        )
+        resp = response_metrics(model, es.pairs, cfg)
+        if is_reference:  # changes against itself: 0 and 1 by definition
+            resp = {k: v for k, v in resp.items() if k.startswith("ppl/")}
+        metrics.update(resp)
+    if es.answer_mc:
+        amc = evaluate_mc(model, tokenizer, es.answer_mc, opts.mc_batch_size, opts.max_seq_length)
+        metrics.update({f"answer_mc/{lang}/acc": r["acc"] for lang, r in amc.items()})
+        details["answer_mc"] = amc
     if es.mc_items:
         from rich.progress import Progress
 
@@ -355,9 +442,14 @@ def compare_models(
     mc_limit: int | None = None,
     mc_items: Sequence[MCItem] | None = None,
     console=None,
+    judge: str | None = None,
+    judge_max_tokens: int = 8,
 ) -> list[dict]:
     """Evaluate the base model and each adapter on the same held-out material; write a report
-    to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`."""
+    to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`.
+
+    `judge`: a local mlx-lm chat model that compares each adapter's greedy answers with the base
+    model's (`clo_mlx.judge`; both orders), giving `judge/<lang>/win_rate` and its interval."""
     from .adapters import load_adapters_checked, read_adapter_config
     from .models import load_model, model_fingerprint
     from .multiple_choice import load_mc
@@ -372,6 +464,14 @@ def compare_models(
         mc_items = load_mc(mc_path, langs=mc_langs, split=mc_split, limit=mc_limit)
     if pairs is None and not mc_items:
         raise ConfigError("nothing to evaluate: give held-out data (--data) and/or --mc items")
+    if judge is not None:
+        from .models import resolve_model_path
+
+        if pairs is None or opts.fidelity_prompts <= 0:
+            raise ConfigError(
+                "--judge compares generated answers: it needs --data and --fidelity-prompts > 0"
+            )
+        resolve_model_path(judge)  # fail before any long work
 
     model, tokenizer = load_model(model_path, dtype=opts.dtype)
     for path, acfg in zip(adapter_paths, configs, strict=True):
@@ -394,6 +494,13 @@ def compare_models(
             model, tokenizer = load_model(model_path, dtype=opts.dtype)
         else:
             strip_adapters(model)
+    if judge is not None:
+        from .judge import generate_judge, judge_results
+
+        del model
+        judge_model, judge_tok = load_model(judge, dtype=opts.dtype)
+        ask = generate_judge(judge_model, judge_tok, judge_max_tokens, opts.generation_batch_size)
+        judge_results(results, es.base_fidelity, ask, model_fingerprint(judge), out_dir, console)
     if out_dir is not None and distributed.is_main():
         write_report(results, out_dir, title=f"clo-mlx eval: {Path(model_path).name}")
     return results
@@ -403,10 +510,14 @@ def compare_models(
 
 HEADLINE_PATTERNS = (
     "fidelity/",
+    "same_as_base/",
+    "logp_change/",
     "rewards/accuracies",
     "rewards/margins",
     "ppl/",
+    "answer_mc/",
     "mc/",
+    "judge/",
 )
 
 

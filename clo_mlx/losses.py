@@ -10,6 +10,17 @@ Beyond the paper, the preference term can be swapped (`clo.preference`), with h 
   ipo      (h' - 1 / (2 * beta))^2, h' = h of per-token mean log-probs (Azar et al. 2023; as TRL)
   hinge    max(0, 1 - beta * h)                         (SLiC, Zhao et al. 2023)
   simpo    -log sigmoid(beta * (pc/|yc| - pr/|yr|) - gamma)   (reference-free, Meng et al. 2024)
+
+English retention (beyond the paper; both off by default). DPO lowers the chosen log-probs along
+with the rejected ones (likelihood displacement), so English answers drift although their margins
+grow. Two optional remedies, with k(i) the kind of pair i (`en`: English prompt, `tgt`: target):
+  DPOP     h_i <- h_i - mu_k(i) * max(0, rc_i - pc_i)          (Pal et al. 2024, "Smaug"),
+           inside the preference term; `clo.dpop_en`, `clo.dpop_tgt` = mu_en, mu_tgt
+  anchor   L <- L + alpha * (1/P) * sum_{i: k(i)=en} max(0, (rc_i - pc_i) / |yc_i|)
+           a one-sided per-token hinge on the English chosen answers (`clo.anchor_en` = alpha).
+           Unlike NLL on English answers (the paper's ablation, `nll_languages: both`), it never
+           rewards an English answer for rising above the base model's likelihood, so it does
+           not push English answers up (onto target-language prompts too); it only stops the fall.
 """
 
 from __future__ import annotations
@@ -73,6 +84,8 @@ def clo_loss(
     rejected_tokens: mx.array | None = None,
     gamma: float = 0.5,
     num_pairs: mx.array | int | None = None,
+    dpop_weight: mx.array | None = None,  # [P] mu_k(i), DPOP
+    anchor_weight: mx.array | None = None,  # [P] alpha on English pairs, 0 elsewhere
 ) -> tuple[mx.array, dict[str, mx.array]]:
     """CLO loss and metrics. `target_nll`: mean per-token NLL of the target-language chosen
     responses in the batch (a scalar). With lam=0 this is plain DPO. `loss/dpo` is the mean
@@ -80,11 +93,16 @@ def clo_loss(
 
     Means are over `num_pairs` pairs (default: the P given). When a batch is split into
     micro-batches, pass the whole batch's pair count (and a `target_nll` over the whole batch's
-    token count): the parts' losses, gradients and metrics then add up to the batch's."""
+    token count): the parts' losses, gradients and metrics then add up to the batch's.
+
+    `dpop_weight`, `anchor_weight`: the English-retention terms of the module docstring."""
+    drop = nn.relu(ref_chosen_logps - policy_chosen_logps)  # [P] max(0, rc - pc)
+    # DPOP as a shifted reference: (pc - (rc + mu*drop)) - (pr - rr) = h - mu*drop.
+    shift = 0.0 if dpop_weight is None else dpop_weight * drop
     losses, chosen_rewards, rejected_rewards = dpo_terms(
         policy_chosen_logps,
         policy_rejected_logps,
-        ref_chosen_logps,
+        ref_chosen_logps + shift,
         ref_rejected_logps,
         beta,
         preference,
@@ -92,6 +110,10 @@ def clo_loss(
         rejected_tokens,
         gamma,
     )
+    if dpop_weight is not None and preference != "simpo":  # reported rewards: TRL's, unpenalised
+        chosen_rewards = chosen_rewards + beta * (
+            shift / chosen_tokens if preference == "ipo" else shift
+        )
     n = losses.shape[0] if num_pairs is None else num_pairs
 
     def mean(v: mx.array) -> mx.array:  # [P] -> scalar
@@ -99,6 +121,13 @@ def clo_loss(
 
     dpo = mean(losses)
     loss = lam * target_nll + (1 - lam) * dpo
+    retention = {}
+    if anchor_weight is not None:
+        anchor = mean(anchor_weight * drop / mx.maximum(chosen_tokens, 1))
+        loss = loss + anchor
+        retention["loss/anchor_en"] = anchor
+    if dpop_weight is not None or anchor_weight is not None:
+        retention["logps/chosen_drop"] = mean(drop)
     metrics = {
         "loss": loss,
         "loss/dpo": dpo,
@@ -109,6 +138,7 @@ def clo_loss(
         "rewards/accuracies": mean((chosen_rewards > rejected_rewards).astype(mx.float32)),
         "logps/chosen": mean(policy_chosen_logps),
         "logps/rejected": mean(policy_rejected_logps),
+        **retention,
     }
     return loss, metrics
 

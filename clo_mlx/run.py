@@ -117,11 +117,13 @@ def prepare(
     splits: dict[str, list[Pair]] | None = None,
     console=None,
     preflight: Callable[[object], None] | None = None,
+    reference: bool = True,
 ) -> Prepared:
     """Load and validate everything a run needs (data is checked before the model is loaded).
 
     `preflight(model)` runs once the model is loaded, before the reference pass (the long part):
     run_training checks there everything that would otherwise fail only after it.
+    `reference=False` skips the reference pass (zeros instead; `train --dry-run` times one batch).
     """
     console = console or _console()
     if cfg.model is None and model is None:
@@ -170,7 +172,7 @@ def prepare(
 
     model.eval()
     # The reference pass only where the loss uses it.
-    pairs_of = pair_data if needs_reference(cfg) else no_reference
+    pairs_of = pair_data if reference and needs_reference(cfg) else no_reference
     train_data = (
         pairs_of(model, encoded["train"], cfg, model_id, console, "train")
         if cfg.loss != "sft"

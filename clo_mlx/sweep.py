@@ -57,6 +57,9 @@ METHODS: dict[str, list[dict]] = {
     "clo_ipo": [{"loss": "clo", "clo": {"preference": "ipo"}}],
     "clo_hinge": [{"loss": "clo", "clo": {"preference": "hinge"}}],
     "clo_simpo": [{"loss": "clo", "clo": {"preference": "simpo"}}],
+    # English retention (losses.py); the weights are the demo's measured choice (README)
+    "clo_dpop": [{"loss": "clo", "clo": {"dpop_en": 5.0, "dpop_tgt": 5.0}}],
+    "clo_anchor": [{"loss": "clo", "clo": {"anchor_en": 5.0}}],
 }
 __doc__ += "".join(f"\n- `{k}`: {v}" for k, v in METHODS.items())
 
@@ -411,9 +414,55 @@ def default_plot_metrics(tgt_langs: Sequence[str]) -> list[str]:
         f"fidelity/{lang}",
         "fidelity/en",
         "fidelity/mean",
+        "same_as_base/en",
+        "logp_change/en",
         "rewards/accuracies",
         f"ppl/{lang}",
     ]
+
+
+def plot_tradeoff(records, base, tgt: str, path, methods: Sequence[str], title=None):
+    """Both axes of the claim: target-language fidelity gained (x) against English kept (y:
+    one panel per English metric), one point per method and size (mean, spread over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_agg = aggregate(records, f"fidelity/{tgt}")
+    panels = [m for m in TRADEOFF_Y if aggregate(records, m)]
+    if not x_agg or not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=True):
+        y_agg = aggregate(records, metric)
+        for i, m in enumerate(methods):
+            sizes = [k for k in x_agg.get(m, {}) if k in y_agg.get(m, {})]
+            if not sizes:
+                continue
+            xs, ys = [x_agg[m][k][0] for k in sizes], [y_agg[m][k][0] for k in sizes]
+            ax.errorbar(
+                xs, ys, xerr=[x_agg[m][k][1] for k in sizes], yerr=[y_agg[m][k][1] for k in sizes],
+                marker="o", markersize=4, capsize=2, label=m, color=plt.cm.tab10(i % 10),
+            )  # fmt: skip
+            for x, y, k in zip(xs, ys, sizes, strict=True):
+                ax.annotate(str(k), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if base is not None:
+            bx, by = base["metrics"].get(f"fidelity/{tgt}"), base["metrics"].get(metric)
+            by = {"same_as_base/en": 1.0, "logp_change/en": 0.0}.get(metric, by)
+            if bx is not None and by is not None:
+                ax.plot([bx], [by], marker="*", markersize=10, color="gray", label=BASE_NAME)
+        ax.set_xlabel(f"fidelity/{tgt} (target gained)")
+        ax.set_ylabel(f"{metric} (English kept)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save_fig(fig, path)
+
+
+TRADEOFF_Y = ("fidelity/en", "same_as_base/en", "logp_change/en", "answer_mc/en/acc")
 
 
 def aggregate(
@@ -546,4 +595,11 @@ def write_results(
     )
     if png is not None:
         paths["png"] = png
+    if plot and tgt_langs:
+        trade = plot_tradeoff(
+            records, base, tgt_langs[0], out / "results_tradeoff.png", methods,
+            f"clo-mlx sweep: {tgt_langs[0]} gained vs English kept (labels: training rows)",
+        )  # fmt: skip
+        if trade is not None:
+            paths["tradeoff_png"] = trade
     return paths

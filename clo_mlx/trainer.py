@@ -54,6 +54,9 @@ class PairData:
     ref_rejected: np.ndarray  # [N]
     nll_weight: np.ndarray  # [N] 1 where the chosen response enters the NLL term
 
+    def __post_init__(self):
+        self.is_en = np.array([e.pair.kind == "en" for e in self.encoded], np.float32)  # [N]
+
     def __len__(self) -> int:
         return len(self.encoded)
 
@@ -67,7 +70,7 @@ class PairData:
         return max(len(self.encoded[i].chosen), len(self.encoded[i].rejected))
 
     def batch(self, idx: list[int], max_len: int) -> tuple:
-        """(inputs, targets, mask [2P, L], ref_chosen, ref_rejected, nll_weight [P], start)."""
+        """(inputs, targets, mask [2P, L], ref_chosen, ref_rejected, nll_weight, is_en [P], start)."""
         seqs = [(self.encoded[i].chosen, self.encoded[i].chosen_start) for i in idx]
         seqs += [(self.encoded[i].rejected, self.encoded[i].rejected_start) for i in idx]
         inputs, targets, mask = collate(seqs, max_len)  # [2P, L]
@@ -78,6 +81,7 @@ class PairData:
             self.ref_chosen[idx],
             self.ref_rejected[idx],
             self.nll_weight[idx],
+            self.is_en[idx],
         )
         return (*(mx.array(a) for a in arrays), response_start(mask))
 
@@ -152,6 +156,16 @@ def preference_options(cfg: TrainConfig) -> dict:
     }
 
 
+def retention_weights(cfg: TrainConfig, is_en: mx.array) -> dict:
+    """clo_loss's per-pair DPOP and anchor weights [P] (losses.py), only for the terms in use."""
+    c, out = cfg.clo, {}
+    if c["dpop_en"] or c["dpop_tgt"]:
+        out["dpop_weight"] = c["dpop_en"] * is_en + c["dpop_tgt"] * (1 - is_en)
+    if c["anchor_en"]:
+        out["anchor_weight"] = c["anchor_en"] * is_en
+    return out
+
+
 def make_loss_fn(cfg: TrainConfig) -> Callable:
     """loss(model, *batch, totals) -> (loss, metrics) for cfg.loss.
 
@@ -162,7 +176,7 @@ def make_loss_fn(cfg: TrainConfig) -> Callable:
     lam = cfg.clo["lambda"] if cfg.loss == "clo" else 0.0
     pref = preference_options(cfg)
 
-    def preference_loss(model, inputs, targets, mask, ref_c, ref_r, nll_w, start, totals):
+    def preference_loss(model, inputs, targets, mask, ref_c, ref_r, nll_w, is_en, start, totals):
         logps, ntok = sequence_logps(model, inputs, targets, mask, chunk, start)  # [2P]
         P = ref_c.shape[0]
         policy_c, policy_r = logps[:P], logps[P:]  # [P], [P]
@@ -178,6 +192,7 @@ def make_loss_fn(cfg: TrainConfig) -> Callable:
             rejected_tokens=ntok[P:],
             num_pairs=totals[0],
             **pref,
+            **retention_weights(cfg, is_en),
         )
 
     def sft_loss(model, inputs, targets, mask, start, totals):
@@ -205,7 +220,7 @@ def micro_batches(
     if isinstance(data, PairData):
         # NLL tokens: response tokens of the chosen sequences (first P rows) the NLL term covers.
         tokens = sum(
-            (mask[: len(nll_w)].sum(axis=-1) * nll_w).sum() for _, _, mask, _, _, nll_w, _ in parts
+            (mask[: len(nll_w)].sum(axis=-1) * nll_w).sum() for _, _, mask, _, _, nll_w, *_ in parts
         )
     else:
         tokens = sum(mask.sum() for _, _, mask, _ in parts)
@@ -315,6 +330,7 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
     logps, ntoks = mx.array(scores["logps"].T), mx.array(scores["ntoks"].T)
     ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
     nll_w = mx.array(data.nll_weight[order])
+    is_en = mx.array(data.is_en[order])
     kinds = np.array([data.encoded[i].pair.kind for i in order])
     lam = {"clo": cfg.clo["lambda"], "dpo": 0.0, "sft": 1.0}[cfg.loss]
     sft_w = mx.array(np.isin(kinds, SFT_KINDS[cfg.sft["languages"]]).astype(np.float32))
@@ -332,6 +348,7 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
             chosen_tokens=ntoks[0][s],
             rejected_tokens=ntoks[1][s],
             **preference_options(cfg),
+            **retention_weights(cfg, is_en[s]),
         )
         if cfg.loss == "sft":
             m["loss"] = mean_token_nll(logps[0][s], ntoks[0][s], sft_w[s])

@@ -37,6 +37,9 @@ NON_DEFAULT = {
         "nll_languages": "both",
         "preference": "ipo",
         "simpo_gamma": 1.5,
+        "dpop_en": 5.0,
+        "dpop_tgt": 2.0,
+        "anchor_en": 1.0,
     },
     "sft": {"languages": "both"},
     "dtype": "float16",
@@ -163,6 +166,12 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
         "0.2",
         "--nll-languages",
         "both",
+        "--dpop-en",
+        "5",
+        "--dpop-tgt",
+        "2",
+        "--anchor-en",
+        "1.5",
         "--sft-languages",
         "en",
         "--fine-tune-type",
@@ -209,7 +218,11 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
     cfg = captured["cfg"]
     assert (cfg.model, cfg.data, cfg.max_seq_length) == ("m", "d", 77)
     assert (cfg.iters, cfg.batch_size, cfg.learning_rate, cfg.loss) == (9, 3, 0.002, "sft")
-    assert cfg.clo == {**TrainConfig().clo, "beta": 0.4, "lambda": 0.2, "nll_languages": "both"}
+    assert cfg.clo == {
+        **TrainConfig().clo,
+        **{"beta": 0.4, "lambda": 0.2, "nll_languages": "both"},
+        **{"dpop_en": 5.0, "dpop_tgt": 2.0, "anchor_en": 1.5},
+    }
     assert cfg.sft == {"languages": "en"}
     assert (cfg.fine_tune_type, cfg.num_layers) == ("full", 1)
     assert cfg.lora_parameters == {

@@ -152,3 +152,28 @@ def test_demo_end_to_end_moves_fidelity_and_margin(tmp_path, demo_cache):
     assert (tmp_path / "ad" / "demo_curves.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "ad" / "demo_summary.json").read_text())
     assert summary["after"] == r["after"]
+    # Keys kept, new ones added; held-out English retention from an independent computation.
+    for key in ("after", "en_same_as_base", "valid_logps", "retention", "train_seconds"):
+        assert key in summary, key
+    ret = summary["retention"]
+    assert ret["n_heldout"] == summary["n_eval"] == 16 and ret["n_answer_mc"] == 16
+    import mlx.core as mx
+    from mlx_lm import load
+
+    from clo_mlx.demo.run import prepare_demo_data
+    from clo_mlx.tokens import encode_pair
+
+    test = read_jsonl(prepare_demo_data(train_rows=80) / "test.jsonl")[:16]
+    for adapters, when in ((None, "before"), (str(tmp_path / "ad"), "after")):
+        model, tok = load(str(DEMO_MODEL), adapter_path=adapters)
+        total = 0.0
+        for row in test:  # one unbatched forward pass per answer, log-softmax in float64
+            ids, start = encode_pair(tok, row["prompt_en"], row["response_en"])
+            logits = np.array(model(mx.array(ids)[None]), np.float64)[0]
+            lp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+            total += sum(lp[t - 1, ids[t]] for t in range(start, len(ids)))
+        assert ret["logp_en"][when] == pytest.approx(total / 16, rel=1e-3)
+    assert ret["logp_change_en"] == pytest.approx(
+        ret["logp_en"]["after"] - ret["logp_en"]["before"], abs=1e-4
+    )
+    assert 0.0 <= ret["answer_mc_en"]["before"] <= 1.0

@@ -84,6 +84,8 @@ def test_compare_models_against_independent_computation(tiny_llama, adapter_dir,
         max_tokens=6,
         beta=BETA,
         cache_dir=str(tmp_path / "cache"),
+        answer_mc=2,
+        answer_mc_choices=2,
     )
     results = compare_models(
         str(tiny_llama),
@@ -121,6 +123,27 @@ def test_compare_models_against_independent_computation(tiny_llama, adapter_dir,
         assert m[f"ppl/{lang}"] == pytest.approx(want, rel=1e-4)
         base_want = math.exp(-ref[sel, 0].sum() / ntok[sel, 0].sum())
         assert results[0]["metrics"][f"ppl/{lang}"] == pytest.approx(base_want, rel=1e-4)
+        # Retention against the base: log-prob change per answer and perplexity ratio.
+        change = (pol[sel, 0] - ref[sel, 0]).mean()
+        assert abs(change) > 1e-3
+        assert m[f"logp_change/{lang}"] == pytest.approx(change, rel=1e-3, abs=1e-4)
+        assert m[f"ppl_ratio/{lang}"] == pytest.approx(want / base_want, rel=1e-3)
+        assert f"logp_change/{lang}" not in results[0]["metrics"]
+
+    # answer_mc: hand-built items (2 choices: the answer and the most similar prompt's answer).
+    amc = {
+        "en": [("How many legs does a spider have?", ("A spider has eight legs.", "Hello, my friend!"), 0),
+               ("Name three colours.", ("A spider has eight legs.", "Red, green and blue."), 1)],
+        "sw": [("Buibui ana miguu mingapi?", ("Buibui ana miguu minane.", "Nyekundu, kijani na bluu."), 0),
+               ("Taja rangi tatu.", ("Buibui ana miguu minane.", "Nyekundu, kijani na bluu."), 1)],
+    }  # fmt: skip
+    for model_, metrics in ((base_model, results[0]["metrics"]), (lora_model, m)):
+        for lang, items in amc.items():
+            hits = []
+            for prompt, choices, label in items:
+                s = [np_response_logp(model_, *encode_pair(tok, prompt, c))[0] for c in choices]
+                hits.append(int(np.argmax(s) == label))
+            assert metrics[f"answer_mc/{lang}/acc"] == pytest.approx(np.mean(hits))
 
     # Multiple choice with the adapted model.
     mc = [json.loads(line) for line in (heldout / "mc.jsonl").read_text().splitlines()]
@@ -147,6 +170,14 @@ def test_compare_models_against_independent_computation(tiny_llama, adapter_dir,
                 for s in f["samples"]
             ]
             assert r["metrics"][f"fidelity/{lang}"] == pytest.approx(np.mean([j == lang for j in judged]))  # fmt: skip
+    # Greedy answers identical to the base model's, per language.
+    for r in results[1:]:
+        for lang in ("sw", "en"):
+            pairs_ = zip(r["details"]["fidelity"][lang]["samples"],
+                         results[0]["details"]["fidelity"][lang]["samples"], strict=True)  # fmt: skip
+            same = [a["response"] == b["response"] for a, b in pairs_]
+            assert r["metrics"][f"same_as_base/{lang}"] == pytest.approx(np.mean(same))
+    assert "same_as_base/en" not in results[0]["metrics"]
 
     # The report files hold the same numbers.
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -155,6 +186,22 @@ def test_compare_models_against_independent_computation(tiny_llama, adapter_dir,
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| a-again |" in md and "fidelity/sw" in md and "rewards/accuracies" in md
     assert (tmp_path / "report" / "report.png").stat().st_size > 1000
+
+
+def test_answer_mc_items_by_hand():
+    from clo_mlx.data import rows_to_pairs
+    from clo_mlx.evaluate import answer_mc_items
+
+    pairs = rows_to_pairs("parallel", parallel_rows(4))
+    items = answer_mc_items(pairs, n=3, n_choices=2, langs=["en"])
+    # "How many legs does a spider have?" shares only "a" with "Say hello to a friend.";
+    # "Name three colours." shares no word with any: the first other prompt (file order) wins.
+    assert [(i.prompt, i.choices, i.label) for i in items] == [
+        ("How many legs does a spider have?", ("A spider has eight legs.", "Hello, my friend!"), 0),
+        ("Name three colours.", ("A spider has eight legs.", "Red, green and blue."), 1),
+        ("What is two plus two?", ("Two plus two is four.", "A spider has eight legs."), 0),
+    ]
+    assert {i.lang for i in answer_mc_items(pairs, n=1)} == {"en", "sw"}
 
 
 def test_strip_adapters_restores_the_base_outputs(tiny_llama, adapter_dir):
@@ -269,6 +316,7 @@ def test_strip_adapters_removes_dora_layers(tiny_llama, tmp_path):
     ids, start = encode_pair(tok, "Taja rangi tatu.", "Nyekundu, kijani na bluu.")
     before = np_response_logp(model, ids, start)[0]
     cfg = build_config(overrides={"fine_tune_type": "dora", "lora_parameters": {"rank": 2}})
+    mx.random.seed(0)  # DoRA's lora_a init draws from MLX's global RNG: fixed, whatever ran before
     apply_trainable(model, cfg)
     set_random_trainable(model, seed=0, suffix="lora_b")
     save_adapters(model, tmp_path / "dora", cfg)

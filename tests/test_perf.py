@@ -169,3 +169,43 @@ def test_reference_batches_grow_within_the_token_budget():
     assert reference_batches(lengths, 2, 512, tokens=200) == [[0, 4, 2], [3, 1]]
     assert reference_batches(lengths, 8, 512, tokens=200) == [[0, 4, 2, 3, 1]]
     assert reference_batches([], 2, 512) == []
+
+
+# ----------------------------------------------------------------------------- train --dry-run
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, tmp_path):
+    import os
+    import subprocess
+
+    from clo_mlx.data import load_splits
+    from clo_mlx.models import load_model
+    from clo_mlx.plan import dry_run
+    from clo_mlx.tokens import encode_pairs
+
+    cfg = train_config(tiny_llama, parallel_data, tmp_path, batch_size=4, iters=50)
+    plan = dry_run(cfg)
+    # 8 train rows and 4 valid rows, two pairs (en, tgt) each; 16 pairs / 4 = 4 batches.
+    assert plan["pairs"] == {"train": 16, "valid": 8}
+    _, tokenizer = load_model(str(tiny_llama))
+    encoded, _ = encode_pairs(tokenizer, load_splits(str(parallel_data))["train"], 2048)
+    assert plan["tokens"] == sum(len(e.chosen) + len(e.rejected) for e in encoded)
+    assert sum(plan["buckets"].values()) == 4
+    assert plan["reference_batch_seconds"] > 0 and plan["reference_estimate_seconds"] > 0
+    assert len(plan["step_seconds"]) == 2 and plan["training_estimate_seconds"] > 0
+    assert plan["peak_memory_gb"] > 0
+    assert not (tmp_path / "ad").exists() and not (tmp_path / "cache").exists()
+
+    cli = [sys.executable, "-c", "from cli.main import main; main()", "train"]
+    cli += ["--model", str(tiny_llama)]
+    cli += ["--data", str(parallel_data), "--adapter-path", str(tmp_path / "ad2")]
+    cli += ["--cache-dir", str(tmp_path / "c2"), "--batch-size", "3", "--dry-run"]
+    env = {**os.environ, "CLO_MLX_NO_FAST_BLAS": "1"}
+    bad = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "batch_size=3" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    good = subprocess.run(cli[:-2] + ["4", "--dry-run"], capture_output=True, text=True, env=env)
+    assert good.returncode == 0, good.stderr
+    assert "dry run: pairs train 16, valid 8" in good.stderr
+    assert "nothing was written" in good.stderr
+    assert not (tmp_path / "ad2").exists() and not (tmp_path / "c2").exists()

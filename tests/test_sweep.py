@@ -160,6 +160,12 @@ def test_sweep_mixed_languages_resume_and_rerun(tiny_llama, mixed_data, tmp_path
             0.1 * h[row_lang == lang].mean(), rel=2e-3, abs=2e-4
         )
     assert clo["rewards/accuracies"] == pytest.approx(np.mean(h > 0))
+    # English retention against the base: the held-out English answers' log-prob change.
+    en = np.array([p.kind == "en" for p in pairs])
+    want = (pol[en, 0] - ref[en, 0]).mean()
+    assert clo["logp_change/en"] == pytest.approx(want, rel=2e-3, abs=2e-4)
+    assert 0.0 <= clo["same_as_base/en"] <= 1.0
+    assert (out / "results_tradeoff.png").stat().st_size > 1000  # target gained vs English kept
 
     # Re-run: every cell is skipped and the same results come back.
     def must_not_train(*a, **k):
