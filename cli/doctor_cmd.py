@@ -89,7 +89,7 @@ def model_report(model: str, compare: bool, line) -> None:
     line("vocab", f"{info['vocab_size']} rows (tokenizer: {info['tokenizer_size']} tokens)")
     line("rope config", info["rope_config_style"])
     scaling = info["rope_scaling"] or "none"
-    line("rope (mlx-lm)", f"theta {info['rope_theta']:g}, scaling {scaling}")
+    line("rope (mlx-lm)", f"theta {info['rope_theta']}, scaling {scaling}")
     line(
         "chat template", "yes" if info["chat_template"] else "no (plain User:/Assistant: fallback)"
     )

@@ -90,5 +90,9 @@ def eval_command(
         judge=judge,
         judge_max_tokens=judge_max_tokens,
     )
+    from clo_mlx import distributed
+
+    if not distributed.is_main():  # under mlx.launch only rank 0 reports
+        return
     typer.echo(markdown_table(results))
     typer.echo(f"report written to {out}/report.json, report.md, report.png", err=True)

@@ -51,6 +51,9 @@ def main() -> None:
     # clo-mlx never downloads: models come from local folders or the local Hugging Face cache.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _register_commands()
+    from clo_mlx import distributed
+
+    distributed.install_sigterm_handler()  # under mlx.launch: a failed rank stops the others
     try:
         app()
     except Exception as e:  # a user's bad input: one clear message, no traceback
@@ -60,6 +63,9 @@ def main() -> None:
         if isinstance(e, TrainingInterrupted):
             typer.echo(f"clo-mlx: {e}", err=True)
             raise SystemExit(130) from None
+        if distributed.is_peer_lost(e) and not os.environ.get("CLO_MLX_DEBUG"):
+            typer.echo(f"clo-mlx: error: {distributed.failure_message(e)}", err=True)
+            raise SystemExit(1) from None
         if not isinstance(e, (CloError, FileNotFoundError)) or os.environ.get("CLO_MLX_DEBUG"):
             raise
         typer.echo(f"clo-mlx: error: {e}", err=True)

@@ -24,4 +24,7 @@ def score(
     lines = score_file(
         model, data, output, adapter_path, batch_size, max_seq_length, truncation, dtype
     )
-    typer.echo(f"wrote {len(lines)} pairs to {output}", err=True)
+    from clo_mlx import distributed
+
+    if distributed.is_main():
+        typer.echo(f"wrote {len(lines)} pairs to {output}", err=True)

@@ -143,6 +143,10 @@ def translate(
         )  # fmt: skip
     except (DataError, ValueError) as e:
         fail(e)
+    from clo_mlx import distributed
+
+    if not distributed.is_main():  # under mlx.launch only rank 0 reports
+        return
     table = Table(title=f"translate -> {summary['lang']}")
     table.add_column("rows")
     table.add_column("count", justify="right")

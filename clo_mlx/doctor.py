@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from .models import (
+    ROPE_ARCHS,
     ModelError,
     load_model,
     read_config,
@@ -59,7 +60,10 @@ def describe_model(path_or_repo: str) -> dict:
     path = resolve_model_path(path_or_repo)
     config = read_config(path)
     model, tokenizer = load_model(str(path))
-    theta, scaling = resolve_rope(config, path / "config.json")
+    if config.get("model_type") in ROPE_ARCHS:
+        theta, scaling = resolve_rope(config, path / "config.json")
+    else:  # mlx-lm reads this architecture's RoPE itself; not checked here
+        theta, scaling = config.get("rope_theta"), config.get("rope_scaling")
     stored, dtypes = weight_summary(path)
     params = sum(v.size for _, v in tree_flatten(model.parameters()))
     quant = config.get("quantization") or config.get("quantization_config")

@@ -32,6 +32,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import distributed
 from .config import ConfigError, TrainConfig, build_config
 from .data import DataError, Pair, load_pairs
 from .io import atomic_write_json, atomic_write_text
@@ -500,7 +501,7 @@ def compare_models(
         judge_model, judge_tok = load_model(judge, dtype=opts.dtype)
         ask = generate_judge(judge_model, judge_tok, judge_max_tokens, opts.generation_batch_size)
         judge_results(results, es.base_fidelity, ask, model_fingerprint(judge), out_dir, console)
-    if out_dir is not None:
+    if out_dir is not None and distributed.is_main():
         write_report(results, out_dir, title=f"clo-mlx eval: {Path(model_path).name}")
     return results
 

@@ -104,7 +104,7 @@ def fuse(
 
     model_path = resolve_model(model_path, read_adapter_config(adapter_path))
     model, config = load_mlx_model(model_path, lazy=True)
-    tokenizer = load_tokenizer_checked(model_path, config)
+    tokenizer = load_tokenizer_checked(model_path)
     # Both RoPE config styles, so transformers 4.x/5.x and mlx-lm read the same model.
     config.update(hf_rope_config(read_config(model_path), model_path / "config.json"))
     load_adapters_checked(model, adapter_path)

@@ -69,6 +69,9 @@ def resolve_model_path(path_or_repo: str) -> Path:
 # keys and silently fall back to their own defaults, so clo-mlx resolves the settings itself and
 # passes them to mlx-lm explicitly.
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+# Architectures whose mlx-lm RoPE is checked against transformers here; others keep mlx-lm's own
+# reading of the config (e.g. phi3's longrope, gemma's per-layer RoPE).
+ROPE_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 DEFAULT_ROPE_THETA = 10000.0  # transformers' default (4.x and 5.x) for llama, mistral, qwen2, qwen3
 _ROPE_REQUIRED = {
     "linear": ("factor",),
@@ -162,8 +165,8 @@ def _rope_settings(
             f"{file}: field '{field}.rope_type' is {rope_type!r}; clo-mlx supports "
             f"{', '.join(ROPE_TYPES)} (as mlx-lm computes them the way transformers does)"
         )
-    prf = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
-    if prf != 1.0:
+    prf = params.get("partial_rotary_factor", config.get("partial_rotary_factor"))
+    if prf not in (None, 1, 1.0):
         raise ModelError(
             f"{file}: field 'partial_rotary_factor' = {prf!r}: mlx-lm's "
             f"{config.get('model_type')} rotates the whole head (1.0 only)"
@@ -217,7 +220,9 @@ def _rope_settings(
 def hf_rope_config(config: dict, file: Path = Path("config.json")) -> dict:
     """The RoPE keys to write into an exported config so that transformers 4.x (top-level
     `rope_theta`, `rope_scaling`), transformers 5.x (`rope_parameters`) and mlx-lm all read the
-    same RoPE as `config` describes."""
+    same RoPE as `config` describes; nothing for architectures outside `ROPE_ARCHS`."""
+    if config.get("model_type") not in ROPE_ARCHS:
+        return {}
     theta, scaling = resolve_rope(config, file)
     return {
         "rope_theta": theta,
@@ -262,7 +267,7 @@ def check_config(config: dict, file: Path) -> None:
 def mlx_config_overrides(config: dict, file: Path = Path("config.json")) -> dict:
     """Config values to pass to mlx-lm so that it builds the model transformers builds."""
     args = {f.name for f in dataclasses.fields(_model_args_class(config, file))}
-    if not {"rope_theta", "rope_scaling"} <= args:
+    if config.get("model_type") not in ROPE_ARCHS or not {"rope_theta", "rope_scaling"} <= args:
         return {}
     theta, scaling = resolve_rope(config, file)
     overrides = {"rope_theta": theta, "rope_scaling": scaling}
@@ -316,7 +321,13 @@ def check_weights(path: Path, config: dict) -> None:
                 if parts[i + 1].isdigit() and parts[i - 1 : i] == ["model"]:
                     layers.add(int(parts[i + 1]))
     n = config.get("num_hidden_layers")
-    if layers and isinstance(n, int) and len(layers) != n:
+    # Only where every layer is a plain decoder layer (DeepSeek-V3 stores an extra MTP layer).
+    if (
+        config.get("model_type") in ROPE_ARCHS
+        and layers
+        and isinstance(n, int)
+        and len(layers) != n
+    ):
         raise ModelError(
             f"{path / 'config.json'}: field 'num_hidden_layers' is {n} but the weights hold "
             f"{len(layers)} layers"
@@ -360,7 +371,7 @@ def eos_token_ids(path: Path, config: dict) -> list[int] | None:
     return ids or None
 
 
-def load_tokenizer_checked(path: Path, config: dict, trust_remote_code: bool = False):
+def load_tokenizer_checked(path: Path, trust_remote_code: bool = False):
     """mlx-lm's tokenizer wrapper for the folder, with every eos id; errors are `ModelError`s."""
     from mlx_lm.utils import load_tokenizer
 
@@ -368,7 +379,9 @@ def load_tokenizer_checked(path: Path, config: dict, trust_remote_code: bool = F
         return load_tokenizer(
             path,
             {"trust_remote_code": True} if trust_remote_code else None,
-            eos_token_ids=eos_token_ids(path, config),
+            # config.json as written: mlx-lm's load_config replaces its eos ids by
+            # generation_config's.
+            eos_token_ids=eos_token_ids(path, read_config(path)),
         )
     except ModelError:
         raise
@@ -400,8 +413,8 @@ def load_model(
     """(model, tokenizer) from a local folder; `dtype="auto"` means float32 on a CPU-only backend."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = resolve_model_path(path_or_repo)
-    model, config = load_mlx_model(path, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer_checked(path, config, trust_remote_code)
+    model, _ = load_mlx_model(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer_checked(path, trust_remote_code)
     target = {
         "auto": mx.float32 if is_cpu_only() else None,
         "float32": mx.float32,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .batching import length_sorted_batches
 from .data import json_error
 from .reference import collated_logps, make_logp_fn
@@ -239,11 +240,13 @@ def score_choices(
     logp_fn = make_logp_fn(model, chunk_size)
     lp = np.zeros(len(seqs), np.float64)
     nt = np.zeros(len(seqs), np.int64)
-    for idx in length_sorted_batches([len(s[0]) for s in seqs], batch_size):
+    batches = length_sorted_batches([len(s[0]) for s in seqs], batch_size)
+    for idx in distributed.shard(batches):  # data-parallel: every size-th batch, then gathered
         lp[idx], nt[idx] = collated_logps(logp_fn, [seqs[j] for j in idx], max_seq_length)
         if progress is not None:
             progress(len(idx))
     model.train(was_training)
+    lp, nt = distributed.sum_np(lp), distributed.sum_np(nt)
     logp: list = [None] * len(items)
     tokens: list = [None] * len(items)
     for j, (i, c) in enumerate(owners):

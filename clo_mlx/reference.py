@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import distributed
 from .batching import bucket_length, collate, response_start
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
@@ -89,7 +90,8 @@ def score_pairs(
     at least `batch_size` pairs, more while they fit in REFERENCE_BATCH_TOKENS (see
     reference_batches). Each batch is evaluated asynchronously while the next one is collated:
     the host reads a batch's results only once the next is queued. `progress(n_pairs_done)` is
-    called after each batch when given.
+    called after each batch when given. Data-parallel (`mlx.launch`): each rank scores every
+    size-th batch and all ranks get every score (call it on all ranks).
     """
     was_training = model.training
     model.eval()
@@ -97,16 +99,19 @@ def score_pairs(
     n = len(encoded)
     out = {k: np.zeros(n, np.float32) for k in ("chosen_logp", "rejected_logp")}
     out.update({k: np.zeros(n, np.int32) for k in ("chosen_tokens", "rejected_tokens")})
+    mine: list[int] = []
 
     def store(idx: list[int], logps: mx.array, ntok: mx.array) -> None:
         logps, ntok, P = np.array(logps), np.array(ntok), len(idx)
         out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:P], logps[P:]
         out["chosen_tokens"][idx], out["rejected_tokens"][idx] = ntok[:P], ntok[P:]
+        mine.extend(idx)
         if progress is not None:
             progress(P)
 
     queued = None
-    for idx in reference_batches(pair_lengths(encoded), batch_size, max_seq_length):
+    batches = reference_batches(pair_lengths(encoded), batch_size, max_seq_length)
+    for idx in distributed.shard(batches):
         seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
         seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
         inputs, targets, mask = collate(seqs, max_seq_length)
@@ -120,6 +125,8 @@ def score_pairs(
     if queued is not None:
         store(*queued)
     model.train(was_training)
+    if distributed.size() > 1:
+        out = distributed.gather_rows({k: v[mine] for k, v in out.items()}, mine, n)
     return out
 
 
@@ -173,18 +180,31 @@ def reference_logps(
     """(reference chosen log-probs [N], rejected [N], whether they came from the cache)."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / "reference" / f"{cache_key(model_id, dtype, encoded)}.safetensors"
-    if path.is_file():
-        try:
-            arrays = mx.load(str(path))
-            chosen, rejected = np.array(arrays["chosen_logp"]), np.array(arrays["rejected_logp"])
-            if chosen.shape == (len(encoded),) and rejected.shape == (len(encoded),):
-                return chosen, rejected, True
-        except Exception:  # an unreadable cache entry is recomputed
-            pass
+    found = _read_cache(path, len(encoded)) if distributed.is_main() else None
+    # Data-parallel: rank 0's cache decides (other machines need not have it).
+    if distributed.size() > 1 and distributed.broadcast_json(found is not None):
+        both = found if found is not None else np.zeros((2, len(encoded)), np.float32)
+        found = distributed.broadcast_np(np.stack(both).astype(np.float32))
+    if found is not None:
+        return np.asarray(found[0]), np.asarray(found[1]), True
     scores = score_pairs(model, encoded, batch_size, max_seq_length, chunk_size, progress)
-    atomic_save_safetensors(
-        path,
-        {k: mx.array(scores[k]) for k in ("chosen_logp", "rejected_logp")},
-        metadata={"model": model_id, "dtype": dtype, "pairs": str(len(encoded))},
-    )
+    if distributed.is_main():
+        atomic_save_safetensors(
+            path,
+            {k: mx.array(scores[k]) for k in ("chosen_logp", "rejected_logp")},
+            metadata={"model": model_id, "dtype": dtype, "pairs": str(len(encoded))},
+        )
     return scores["chosen_logp"], scores["rejected_logp"], False
+
+
+def _read_cache(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        arrays = mx.load(str(path))
+        chosen, rejected = np.array(arrays["chosen_logp"]), np.array(arrays["rejected_logp"])
+    except Exception:  # an unreadable cache entry is recomputed
+        return None
+    if chosen.shape == (n,) and rejected.shape == (n,):
+        return chosen, rejected
+    return None

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from . import distributed
 from .adapters import (
     ADAPTER_FILE,
     CONFIG_FILE,
@@ -55,9 +56,7 @@ class Prepared:
 
 
 def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return distributed.console()  # silent on ranks other than 0 under mlx.launch
 
 
 def pair_data(
@@ -133,6 +132,9 @@ def prepare(
         if cfg.data is None:
             raise ConfigError("no data given (set `data` in the config or pass --data)")
         splits = load_splits(cfg.data, cfg.data_split, cfg.data_columns)
+    if "train" in splits:
+        unit = 1 if cfg.loss == "sft" or all(p.kind == "pair" for p in splits["train"]) else 2
+        distributed.check_batch_divides(cfg.batch_size, unit, "rows" if unit > 1 else "items")
     ref_adapters = cfg.reference_adapter_path
     if ref_adapters and model is not None:
         raise ConfigError("reference_adapter_path needs the model given by path (`model`)")
@@ -218,6 +220,22 @@ def attach_adapters(model, cfg: TrainConfig, console=None) -> None:
     )
 
 
+def resume_checkpoint(cfg: TrainConfig, model, optimizer, ckpt) -> int:
+    """load_checkpoint on rank 0; under mlx.launch its weights, optimizer state and step are
+    sent to every rank (other machines need not have the checkpoint)."""
+    if distributed.size() == 1:
+        return load_checkpoint(cfg.adapter_path, model, optimizer, cfg, ckpt)
+    if distributed.is_main():
+        start = load_checkpoint(cfg.adapter_path, model, optimizer, cfg, ckpt)
+    else:
+        start = -1
+        optimizer.init(model.trainable_parameters())
+    start = distributed.broadcast_json(start)
+    model.update(distributed.tree_broadcast(model.trainable_parameters()))
+    optimizer.state = distributed.tree_broadcast(optimizer.state)
+    return start
+
+
 def previous_run_files(adapter_path: str | Path) -> list[Path]:
     """What an earlier training run left in `adapter_path` (what --overwrite removes)."""
     folder = Path(adapter_path)
@@ -280,13 +298,21 @@ def run_training(
     metrics and the final eval table.
     """
     console = console or _console()
-    check_output_folder(cfg, overwrite)
-    # Trackers start first: a login problem shows before the long reference pass.
-    trackers = make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
+    main = distributed.is_main()  # under mlx.launch only rank 0 reads and writes adapter_path
+    if main:
+        check_output_folder(cfg, overwrite)
+    # Trackers start first: a login problem shows before the long reference pass (rank 0 only).
+    trackers = (
+        make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
+        if main
+        else None
+    )
     with ExitStack() as stack:
         found = {}
 
         def preflight(model) -> None:
+            if not main:
+                return check_trainable(model, cfg, None, None)
             folder = Path(cfg.adapter_path)
             stack.enter_context(lock_folder(folder, "clo-mlx train"))
             for d in (folder, checkpoint_root(folder)):
@@ -304,14 +330,14 @@ def run_training(
             )
 
         prep = prepare(cfg, console=console, preflight=preflight)
-        if overwrite and not cfg.resume:
+        if overwrite and not cfg.resume and main:
             for p in previous_run_files(cfg.adapter_path):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         attach_adapters(prep.model, cfg, console)
         np.random.seed(cfg.seed)
         if cfg.resume:
             optimizer = build_optimizer(cfg)
-            start = load_checkpoint(cfg.adapter_path, prep.model, optimizer, cfg, found["ckpt"])
+            start = resume_checkpoint(cfg, prep.model, optimizer, found.get("ckpt"))
             console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
             train_kwargs.update(start_step=start, optimizer=optimizer)
         result = train(

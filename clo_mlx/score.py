@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import distributed
 from .data import DataError, load_pairs
 from .io import atomic_write_text
 from .models import load_model
@@ -28,10 +29,9 @@ def score_file(
 
     Pairs that cannot fit `max_seq_length` get null log-probs and `"skipped": "too long"`.
     """
-    from rich.console import Console
     from rich.progress import Progress
 
-    console = console or Console(stderr=True)
+    console = console or distributed.console()
     if Path(output).is_dir():
         raise DataError(f"{output}: --output is a folder; give the JSONL file to write")
     pairs = load_pairs(data)
@@ -70,5 +70,6 @@ def score_file(
                 rejected_tokens=int(scores["rejected_tokens"][i]),
             )
         lines.append(line)
-    atomic_write_text(output, "".join(json.dumps(x) + "\n" for x in lines))
+    if distributed.is_main():  # data-parallel: the scores were gathered to every rank
+        atomic_write_text(output, "".join(json.dumps(x) + "\n" for x in lines))
     return lines

@@ -19,8 +19,8 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
 
-from . import reporting
-from .adapters import save_adapters, trainable_weights
+from . import distributed, reporting
+from .adapters import ADAPTER_FILE, save_adapters, trainable_weights
 from .batching import (
     bucket_length,
     collate,
@@ -224,7 +224,26 @@ def micro_batches(
         )
     else:
         tokens = sum(mask.sum() for _, _, mask, _ in parts)
-    return parts, mx.stack([mx.array(float(len(idx))), mx.maximum(tokens, 1.0)])
+    # Data-parallel: `idx` is this rank's share and the totals are the global batch's.
+    totals = distributed.all_sum(mx.stack([mx.array(float(len(idx))), tokens.astype(mx.float32)]))
+    return parts, mx.stack([totals[0], mx.maximum(totals[1], 1.0)])
+
+
+def rank_share(data: PairData | SequenceData, idx: list[int]) -> list[int]:
+    """This rank's part of a global batch: every size-th unit (a row's pairs stay together)."""
+    if distributed.size() == 1:
+        return idx
+    keys = [data.encoded[i].pair.row for i in idx] if isinstance(data, PairData) else idx
+    units: dict[int, list[int]] = {}
+    for k, i in zip(keys, idx, strict=True):
+        units.setdefault(k, []).append(i)
+    return distributed.shard_units(list(units.values()))
+
+
+def check_batch_divides(data: PairData | SequenceData, batch_size: int) -> None:
+    """The global batch must split into equal numbers of whole units across the ranks."""
+    unit = max(len(u) for u in data.units())
+    distributed.check_batch_divides(batch_size, unit, "rows" if unit > 1 else "items")
 
 
 def micro_batch_pairs(data: PairData | SequenceData, idx: list[int], cfg: TrainConfig) -> int:
@@ -286,18 +305,29 @@ def evaluate(model: nn.Module, data: PairData, cfg: TrainConfig, num_batches: in
     )
     batches = unit_batches(data, cfg.batch_size, full=False)
     batches = [batches[b] for b in spread_batches(len(batches), num_batches, cfg.seed)]
-    order, logps, ntoks = [], [], []
-    for idx in batches:
+    order = [i for idx in batches for i in idx]
+    if not order:
+        model.train(was_training)
+        return {}
+    # Data-parallel: each rank scores every size-th batch; the scores are gathered to all ranks.
+    mine, logps, ntoks = [], [], []
+    for idx in distributed.shard(batches):
         inputs, targets, mask, *_, start = data.batch(idx, cfg.max_seq_length)
         lp, nt = logp_fn(inputs, targets, mask, start=start)
         P = len(idx)
         logps.append(mx.stack([lp[:P], lp[P:]]))  # [2, P]
         ntoks.append(mx.stack([nt[:P], nt[P:]]))  # [2, P]
-        order += idx
+        mine += idx
     model.train(was_training)
-    if not order:
-        return {}
-    logps, ntoks = mx.concatenate(logps, axis=1), mx.concatenate(ntoks, axis=1)
+    position = {i: p for p, i in enumerate(order)}
+    scores = {"logps": np.zeros((0, 2), np.float32), "ntoks": np.zeros((0, 2), np.float32)}
+    if mine:
+        scores = {
+            "logps": np.array(mx.concatenate(logps, axis=1)).T.astype(np.float32),
+            "ntoks": np.array(mx.concatenate(ntoks, axis=1)).T.astype(np.float32),
+        }
+    scores = distributed.gather_rows(scores, [position[i] for i in mine], len(order))
+    logps, ntoks = mx.array(scores["logps"].T), mx.array(scores["ntoks"].T)
     ref_c, ref_r = mx.array(data.ref_chosen[order]), mx.array(data.ref_rejected[order])
     nll_w = mx.array(data.nll_weight[order])
     is_en = mx.array(data.is_en[order])
@@ -422,7 +452,6 @@ def train(
     `training_callback` (mlx-lm's TrainingCallback shape) gets reports and evals; without one,
     the trackers of cfg.report_to are made here and closed at the end.
     """
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         Progress,
@@ -431,10 +460,13 @@ def train(
         TimeRemainingColumn,
     )
 
-    console = console or Console(stderr=True)
-    adapter_path = ensure_folder(cfg.adapter_path)
+    console = console or distributed.console()
+    main = distributed.is_main()  # data-parallel: only rank 0 prints and writes files
+    check_batch_divides(train_data, cfg.batch_size)
+    adapter_path = ensure_folder(cfg.adapter_path) if main else Path(cfg.adapter_path)
     metrics_file = adapter_path / "metrics.jsonl"
-    _truncate_metrics(metrics_file, start_step)
+    if main:
+        _truncate_metrics(metrics_file, start_step)
     if cfg.grad_checkpoint:
         _grad_checkpoint(model.layers[0])
     optimizer = optimizer or build_optimizer(cfg)
@@ -451,6 +483,7 @@ def train(
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if not do_update:
             return metrics, grad, mx.array(True)
+        grad = distributed.sum_gradients(grad)
         if n_accumulated > 1:  # the mean gradient of the steps since the last update
             grad = tree_map(lambda g: g / n_accumulated, grad)
         optimizer.update(model, grad)
@@ -458,8 +491,10 @@ def train(
         finite = mx.all(mx.stack([mx.isfinite(w).all() for w in trainable_weights(model).values()]))
         return metrics, None, finite
 
-    callback = training_callback or reporting.make_trackers(
-        cfg.report_to, cfg.project_name, adapter_path, cfg.to_dict()
+    callback = training_callback or (
+        reporting.make_trackers(cfg.report_to, cfg.project_name, adapter_path, cfg.to_dict())
+        if main  # trackers log from rank 0 only
+        else None
     )
     result = TrainResult()
     sums: dict[str, mx.array] = {}  # metrics stay arrays: read once per report, not per step
@@ -484,7 +519,8 @@ def train(
         if len(record) > 1:
             record["val_time"] = time.perf_counter() - tic
             result.evals.append(record)
-            append_jsonl(metrics_file, [{"type": "eval", **record}])
+            if main:
+                append_jsonl(metrics_file, [{"type": "eval", **record}])
             if callback is not None:
                 callback.on_val_loss_report({"iteration": it, **record})
             console.print(reporting.eval_line(record, verbose), style="cyan", highlight=False)
@@ -504,7 +540,7 @@ def train(
         else f"automatic, <= {AUTO_MICRO_BATCH_TOKENS:,} padded tokens"
     )
     console.print(f"batches of {cfg.batch_size} {unit}; forward/backward passes: {per_pass}")
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=not main) as progress:
         task = progress.add_task("train", total=cfg.iters, completed=start_step, info="")
         if start_step == 0:
             run_eval(0)
@@ -512,6 +548,7 @@ def train(
         with _StopOnSigint() as sigint:
             for it in range(start_step + 1, cfg.iters + 1):
                 _, _, idx = next(stream)
+                idx = rank_share(train_data, idx)
                 parts, totals = micro_batches(train_data, idx, cfg)
                 mx.random.seed(cfg.seed * 1_000_003 + it)  # RNG (dropout) fixed by (seed, step)
                 before = (trainable_weights(model), tree_map(lambda x: x, optimizer.state))
@@ -528,6 +565,10 @@ def train(
                     mx.eval(state, metrics, grad, finite)  # frees this part's activations
                     for k, v in metrics.items():  # shares of the batch's values: they add up
                         values[k] = values.get(k, 0.0) + v
+                # Global numbers: every rank's shares summed, and a Ctrl-C on any rank stops all.
+                values, (batch_tokens, stop) = distributed.sum_step(
+                    values, _count_tokens(train_data, idx), float(sigint.requested)
+                )
                 elapsed += time.perf_counter() - tic
                 if cfg.clear_cache_threshold and mx.get_cache_memory() > cfg.clear_cache_threshold:
                     mx.clear_cache()
@@ -558,7 +599,7 @@ def train(
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_good += bool(values)  # report averages are over the steps not skipped
-                n_tokens += int(sum(len(s) for s in _batch_sequences(train_data, idx)))
+                n_tokens += int(batch_tokens)
                 n_steps += 1
                 progress.update(task, advance=1, **({} if values else {"info": "skipped"}))
 
@@ -574,8 +615,9 @@ def train(
                         "peak_memory_gb": mx.get_peak_memory() / 1e9,
                     }
                     result.reports.append(report)
-                    append_jsonl(metrics_file, [{"type": "train", **report}])
-                    if on_report is not None:
+                    if main:
+                        append_jsonl(metrics_file, [{"type": "train", **report}])
+                    if on_report is not None and main:
                         on_report(report)
                     if callback is not None:
                         callback.on_train_loss_report({"iteration": it, **report})
@@ -588,16 +630,21 @@ def train(
                 at_boundary = grad is None  # no gradient pending
                 if (it % cfg.save_every == 0 or it == cfg.iters) and at_boundary:
                     # The checkpoint first: a kill before the other files can still --resume.
-                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
-                    if it != cfg.iters:
-                        save_adapters(
-                            model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
-                        )
-                    result.adapter_file = save_adapters(model, adapter_path, cfg)
+                    result.adapter_file = adapter_path / ADAPTER_FILE
+                    if main:
+                        save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                        if it != cfg.iters:
+                            save_adapters(
+                                model, adapter_path, cfg, filename=f"{it:07d}_adapters.safetensors"
+                            )
+                        save_adapters(model, adapter_path, cfg)
                     saved_step = it
-                if sigint.requested and at_boundary:
-                    save_checkpoint(adapter_path, it, model, optimizer, cfg)
-                    save_adapters(model, adapter_path, cfg)
+                if stop and at_boundary:
+                    if main:
+                        save_checkpoint(adapter_path, it, model, optimizer, cfg)
+                        save_adapters(model, adapter_path, cfg)
+                    # mlx.launch stops every rank once one exits non-zero: wait for rank 0's save.
+                    distributed.barrier()
                     raise TrainingInterrupted(
                         f"interrupted at step {it}; checkpoint saved in {adapter_path}. "
                         "Run the same command with --resume to continue."
@@ -626,6 +673,10 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
         except json.JSONDecodeError:
             continue  # a torn last line from a crash
     atomic_write_text(path, "".join(kept))
+
+
+def _count_tokens(data, idx: list[int]) -> int:
+    return sum(len(s) for s in _batch_sequences(data, idx))
 
 
 def _batch_sequences(data, idx: list[int]):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import distributed
 from .data import DataError, check_unicode, read_jsonl
 from .io import atomic_write_json, atomic_write_text
 from .langid import check_language
@@ -541,35 +542,54 @@ def translate_file(
     `<output stem>.rejected.jsonl`; counts go to `<output stem>.summary.json` and are returned,
     and `<output stem>.report.md` lists the rejected rows by reason. `generation` (the decoding
     settings used, and where each came from) is recorded in the summary.
+    Data-parallel (`mlx.launch`): rank r translates batches r, r + size, ...; after each round
+    rank 0 appends the round's batches in source order, so the files equal a single-process run's.
     """
     check_language(lang, where="--lang")
     if lang == "en":
         raise ValueError("--lang names the target language; it cannot be 'en'")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     rejected_path, summary_path = side_paths(output)
     rows = read_sft(source, split, columns)
     if limit is not None:
         rows = rows[:limit]
-    kept = read_finished(output, lang)
-    rejected = read_finished(rejected_path, lang)
-    todo = [r for r in rows if r["id"] not in kept and r["id"] not in rejected]
+    main, n_ranks = distributed.is_main(), distributed.size()
+    todo_idx, error = None, None
+    if main:  # only rank 0 reads and writes the files (other machines need not have them)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            kept = read_finished(output, lang)
+            rejected = read_finished(rejected_path, lang)
+            todo_idx = [
+                i for i, r in enumerate(rows) if r["id"] not in kept and r["id"] not in rejected
+            ]
+        except DataError as e:
+            error = str(e)
+    todo_idx, error = distributed.broadcast_json([todo_idx, error])
+    if error is not None:
+        raise DataError(error if main else f"rank 0: {error}")
+    todo = [rows[i] for i in todo_idx]
+    chunks = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     start, n_kept, n_rej = time.perf_counter(), 0, 0
-    with _progress(len(rows), show_progress) as progress:
+    with _progress(len(rows), show_progress and main) as progress:
         task = progress.add_task("rows", total=len(rows), completed=len(rows) - len(todo))
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s : s + batch_size]
-            results = translate_rows(chunk, translate_fn, lang, filters, max_chars)
+        for first in range(0, len(chunks), n_ranks):
+            mine = first + distributed.rank()
+            chunk = chunks[mine] if mine < len(chunks) else []
+            results = translate_rows(chunk, translate_fn, lang, filters, max_chars) if chunk else []
             good = [row for row, verdict in results if verdict is None]
             bad = [
                 {**row, "reason": verdict[0], "detail": verdict[1]}
                 for row, verdict in results
                 if verdict is not None
             ]
-            n_kept += append_jsonl_lines(output, good)
-            n_rej += append_jsonl_lines(rejected_path, bad)
-            progress.advance(task, len(chunk))
+            for kept_rows, bad_rows in distributed.gather_json([good, bad]) or []:
+                n_kept += append_jsonl_lines(output, kept_rows)
+                n_rej += append_jsonl_lines(rejected_path, bad_rows)
+            progress.advance(task, sum(len(c) for c in chunks[first : first + n_ranks]))
     elapsed = time.perf_counter() - start
+    if not main:
+        return distributed.broadcast_json()
     if not output.exists():
         output.touch()
     ids = {r["id"] for r in rows}
@@ -599,4 +619,4 @@ def translate_file(
         summary["generation"] = generation
     atomic_write_json(summary_path, summary)
     write_report(report_path(output), summary, [r for i, r in rejected.items() if i in ids])
-    return summary
+    return distributed.broadcast_json(summary)

@@ -129,6 +129,8 @@ def test_every_command_that_loads_a_model_exits_2(tmp_path, monkeypatch, capsys)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_doctor_reports_a_model(monkeypatch, capsys):
+def test_doctor_reports_a_model(monkeypatch, capsys, tmp_path):
     code, _ = run_cli(["doctor", "--model", str(DEMO_MODEL)], monkeypatch, capsys)
     assert code == 0
+    code, err = run_cli(["doctor", "--model", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2 and "no config.json" in err and "Traceback" not in err

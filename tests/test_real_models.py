@@ -418,10 +418,9 @@ def scripted(path: Path, chain: list[int]):
     direction, and the (untied) output head maps each direction to the next chain token."""
     import mlx.nn as nn
     from mlx.utils import tree_flatten, tree_unflatten
+    from mlx_lm.utils import load_model as mlx_lm_load_model
 
-    from clo_mlx.models import load_mlx_model
-
-    model, _ = load_mlx_model(path)
+    model, _ = mlx_lm_load_model(path)  # RoPE does not matter: attention outputs are zeroed
     vocab, dim = model.model.embed_tokens.weight.shape
     basis = np.eye(dim, dtype=np.float32)
     embed = np.tile(basis[0], (vocab, 1))
@@ -522,3 +521,37 @@ def test_exported_config_reads_the_same_in_transformers_4(real, family, tmp_path
         d = np.abs(np.load(out) - mlx_logits(model, ids)).max()
         print(f"MEASURED transformers4 {family} {'both-styles' if same else 'hf5-only'} {d:.1e}")
         assert (d < 1e-4) if same else (d > 1e-2), d
+
+
+def test_eos_ids_of_config_and_generation_config_count(real, tmp_path):
+    """config.json lists <|eom_id|> but generation_config.json does not (mlx-lm alone would take
+    only the latter's): generation stops at <|eom_id|> too."""
+    from clo_mlx.fidelity import generate_responses
+
+    path = with_config(real["llama3"]["hf5"], tmp_path / "m", lambda c: None)
+    (path / "generation_config.json").unlink()
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [128001, 128009]}))
+    model, tok = load_model(str(path))
+    assert {128001, 128008, 128009} <= set(tok.eos_token_ids)
+    words = word_ids(tok, "Jambo rafiki")
+    model = scripted(path, [*words, 128008, *word_ids(tok, " zaidi")])
+    assert generate_responses(model, tok, ["Habari?"], max_tokens=12) == ["Jambo rafiki"]
+
+
+def test_doctor_describes_a_real_model(real):
+    from clo_mlx.doctor import compare_with_transformers, describe_model
+
+    info = describe_model(str(real["llama3"]["hf5"]))
+    assert info["model_type"] == "llama" and info["vocab_size"] == 128256
+    assert info["rope_config_style"].startswith("rope_parameters")
+    assert info["rope_theta"] == 500000.0 and info["rope_scaling"]["rope_type"] == "llama3"
+    assert info["stored_dtypes"] == {"BF16": info["stored_values"]}
+    assert info["eos"] == [
+        (128001, "<|end_of_text|>"),
+        (128008, "<|eom_id|>"),
+        (128009, "<|eot_id|>"),
+    ]
+    assert info["example_response"] == "Nairobi is the capital of Kenya.<|eot_id|>"
+    assert info["example_prompt"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    d = compare_with_transformers(info["path"], info["_model"], info["_ids"])
+    assert d < 1e-4, d
