@@ -16,10 +16,10 @@ from collections import Counter
 
 import mlx.core as mx
 
-from .batching import bucket_length, collate, response_start
+from .batching import bucket_length, collate, length_sorted_batches, response_start
 from .config import TrainConfig
 from .memory import recommended_working_set, wired_limit
-from .reference import make_logp_fn, pair_lengths, reference_batches
+from .reference import make_logp_fn, pair_lengths
 from .run import attach_adapters, check_output_folder, needs_reference, prepare
 from .trainer import PairData, train, unit_batches
 
@@ -39,7 +39,7 @@ def time_reference_batch(prep, cfg: TrainConfig) -> dict:
     (seconds per padded token x the pass's padded tokens; compilation included: an upper bound)."""
     encoded = prep.train.encoded
     lengths = pair_lengths(encoded)
-    batches = reference_batches(lengths, cfg.batch_size, cfg.max_seq_length)
+    batches = length_sorted_batches(lengths, cfg.batch_size)
 
     def padded(idx: list[int]) -> int:
         return 2 * len(idx) * bucket_length(max(lengths[i] for i in idx) - 1, cfg.max_seq_length)

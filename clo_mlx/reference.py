@@ -19,7 +19,7 @@ import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .batching import bucket_length, collate, response_start
+from .batching import collate, length_sorted_batches, response_start
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
 from .memory import with_wired_limit
@@ -54,27 +54,6 @@ def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
     return [max(len(e.chosen), len(e.rejected)) for e in encoded]
 
 
-# Padded tokens per forward-only pass. Without a backward nothing is kept across layers, so a
-# pass holds one layer's activations (and one head chunk): 4x the training pass's budget.
-REFERENCE_BATCH_TOKENS = 4096
-
-
-def reference_batches(
-    lengths: list[int], batch_size: int, max_seq_length: int, tokens: int = REFERENCE_BATCH_TOKENS
-) -> list[list[int]]:
-    """Length-sorted batches of at least `batch_size` pairs, grown while their chosen and
-    rejected sequences, padded to the bucket of the longest, stay within `tokens`."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        padded = bucket_length(max(lengths[i] - 1, 1), max_seq_length)  # the longest so far
-        if len(current) >= batch_size and 2 * (len(current) + 1) * padded > tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    return batches + [current] if current else batches
-
-
 @with_wired_limit
 def score_pairs(
     model: nn.Module,
@@ -86,11 +65,12 @@ def score_pairs(
 ) -> dict[str, np.ndarray]:
     """Summed response log-probs and token counts of every pair's chosen and rejected response.
 
-    Chosen and rejected sequences of a batch go through one forward pass ([2P, L]); batches hold
-    at least `batch_size` pairs, more while they fit in REFERENCE_BATCH_TOKENS (see
-    reference_batches). Each batch is evaluated asynchronously while the next one is collated:
-    the host reads a batch's results only once the next is queued. `progress(n_pairs_done)` is
-    called after each batch when given. Data-parallel (`mlx.launch`): each rank scores every
+    Chosen and rejected sequences of a batch go through one forward pass ([2P, L]). Each batch
+    is evaluated asynchronously while the next one is collated: the host reads a batch's results
+    only once the next is queued. Batches stay at `batch_size` pairs: larger ones change the
+    log-probs' last bits at real model sizes (other padding and head chunks change the
+    reductions), and the cache must not change. `progress(n_pairs_done)` is called after each
+    batch when given. Data-parallel (`mlx.launch`): each rank scores every
     size-th batch and all ranks get every score (call it on all ranks).
     """
     was_training = model.training
@@ -110,7 +90,7 @@ def score_pairs(
             progress(P)
 
     queued = None
-    batches = reference_batches(pair_lengths(encoded), batch_size, max_seq_length)
+    batches = length_sorted_batches(pair_lengths(encoded), batch_size)
     for idx in distributed.shard(batches):
         seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
         seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]

@@ -158,19 +158,6 @@ def test_reference_logps_match_a_plain_forward_per_sequence(tiny_qwen2, tmp_path
             assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
 
 
-def test_reference_batches_grow_within_the_token_budget():
-    """Hand-derived: sorted lengths 10, 11, 12, 50, 100 (ids 0, 4, 2, 3, 1) pad (length - 1) to
-    buckets 16, 16, 16, 56, 104; 2 sequences per pair, budget 200 tokens: 3 x 2 x 16 = 96 fits,
-    adding id 3 (4 x 2 x 56 = 448) does not, nor 3 with 1 (2 x 2 x 104); batch_size 2 forces it."""
-    from clo_mlx.reference import reference_batches
-
-    lengths = [10, 100, 12, 50, 11]
-    assert reference_batches(lengths, 1, 512, tokens=200) == [[0, 4, 2], [3], [1]]
-    assert reference_batches(lengths, 2, 512, tokens=200) == [[0, 4, 2], [3, 1]]
-    assert reference_batches(lengths, 8, 512, tokens=200) == [[0, 4, 2, 3, 1]]
-    assert reference_batches([], 2, 512) == []
-
-
 # ----------------------------------------------------------------------------- train --dry-run
 
 
