@@ -159,8 +159,21 @@ def latest_checkpoint(adapter_path: str | Path) -> tuple[int, Path] | None:
     return None if ckpt is None else (ckpt.step, ckpt.folder)
 
 
+def _with_defaults(saved: dict) -> dict:
+    """`saved` with the keys that a checkpoint of an older clo-mlx lacks set to today's defaults:
+    an option that did not exist yet trained as its default does (e.g. `clo.dpop_en: 0.0`)."""
+    filled = TrainConfig().to_dict()
+    for key, value in saved.items():
+        if isinstance(value, dict) and isinstance(filled.get(key), dict):
+            filled[key] = {**filled[key], **value}
+        else:
+            filled[key] = value
+    return filled
+
+
 def config_differences(saved: dict, cfg: TrainConfig) -> list[str]:
     now = cfg.to_dict()
+    saved = _with_defaults(saved)
     return [
         f"{k}: {saved.get(k)!r} -> {now[k]!r}"
         for k in now

@@ -144,6 +144,19 @@ def test_resume_accepts_memory_knobs_and_refuses_changes_to_the_math():
     ]
 
 
+def test_resume_from_an_older_version_checkpoint_fills_new_keys_with_defaults():
+    from clo_mlx.checkpoint import config_differences
+    from clo_mlx.config import TrainConfig
+
+    # A checkpoint written before `clo.dpop_en` and `report_to` existed.
+    saved = TrainConfig().to_dict()
+    del saved["clo"]["dpop_en"], saved["report_to"]
+    assert config_differences(saved, TrainConfig()) == []
+    changed = TrainConfig(clo={**TrainConfig().clo, "dpop_en": 2.0})
+    (diff,) = config_differences(saved, changed)
+    assert diff.startswith("clo: {") and "'dpop_en': 0.0" in diff and "'dpop_en': 2.0" in diff
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_adapters(tiny_llama, parallel_data, tmp_path):
     cfg = train_config(
         tiny_llama,
