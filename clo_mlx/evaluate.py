@@ -23,7 +23,6 @@ Metrics (one flat dict per model):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from .config import ConfigError, TrainConfig, build_config
 from .data import DataError, Pair, load_pairs
 from .io import atomic_write_json, atomic_write_text
 from .multiple_choice import MCItem, evaluate_mc
+from .plots import save_figure
 from .reference import score_pairs
 from .tokens import encode_pairs
 from .trainer import PairData
@@ -588,22 +588,7 @@ def plot_comparison(
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save_fig(fig, path)
-
-
-def _save_fig(fig, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, title)
 
 
 def _jsonable(obj):

@@ -15,7 +15,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .data import DataError
+from .data import DataError, json_error
 from .io import atomic_write_json, atomic_write_text
 from .langid import check_language, detect_language
 
@@ -101,7 +101,7 @@ def read_messages(path: str | Path) -> list[dict]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from e
+                    raise DataError(f"{where}: malformed JSON ({json_error(e)})") from e
                 if not isinstance(obj, dict):
                     raise DataError(f"{where}: expected a JSON object")
                 if "message_tree_id" in obj and "prompt" in obj:

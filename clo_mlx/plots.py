@@ -72,13 +72,20 @@ def plot_training(
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return save_figure(fig, out_path, title)
+
+
+def save_figure(fig, path: str | Path, title: str | None = None) -> Path:
+    """Title, layout, and an atomic PNG write (a temporary file renamed into place); closes `fig`."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.stem + ".tmp.png")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
+    os.replace(tmp, path)
+    return path

@@ -34,7 +34,6 @@ from .evaluate import (
     BASE_NAME,
     EvalOptions,
     _jsonable,
-    _save_fig,
     build_eval_set,
     evaluate_model,
     heldout_file,
@@ -42,6 +41,7 @@ from .evaluate import (
     target_languages,
 )
 from .io import atomic_write_json, atomic_write_text
+from .plots import save_figure
 
 SFT_TARGET = {"loss": "sft", "sft": {"languages": "target"}}
 METHODS: dict[str, list[dict]] = {
@@ -456,10 +456,7 @@ def plot_tradeoff(records, base, tgt: str, path, methods: Sequence[str], title=N
         ax.set_ylabel(f"{metric} (English kept)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path, title)
 
 
 TRADEOFF_Y = ("fidelity/en", "same_as_base/en", "logp_change/en", "answer_mc/en/acc")
@@ -559,10 +556,7 @@ def plot_sweep(records, base, metrics: Sequence[str], path, methods: Sequence[st
         ax.set_title(metric, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path, title)
 
 
 def write_results(
