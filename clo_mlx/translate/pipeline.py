@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import distributed
-from ..data import DataError, check_unicode, read_jsonl
+from ..data import DataError, check_unicode, iter_jsonl
 from ..io import atomic_write_json, atomic_write_text
 from .filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
 from .langid import check_language
 
 TranslateFn = Callable[[list[str]], list[str] | list[tuple[str, float]]]
-OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
 
 # ---------------------------------------------------------------------------- JSONL files
 
@@ -89,7 +88,7 @@ def read_finished(path: str | Path, lang: str | None = None) -> dict[str, dict]:
     if not path.exists():
         return {}
     done = {}
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         if "id" not in obj:
             raise DataError(f"{path}:{lineno}: row has no 'id'; not written by `clo-mlx translate`")
         if lang is not None and obj.get("lang") != lang:
@@ -163,7 +162,7 @@ def read_sft(
     if hf_data.is_hf_source(path):
         path, lines = hf_data.read_source(path, split, columns)
     else:
-        lines = read_jsonl(path)
+        lines = iter_jsonl(path)
     rows, seen = [], {}
     for lineno, obj in lines:
         where = f"{path}:{lineno}"
