@@ -58,7 +58,8 @@ def iter_jsonl(path: str | Path, error: type[Exception] = DataError) -> Iterator
     with f:
         try:
             for lineno, line in enumerate(f, start=1):
-                if line.strip():  # without its "\n": one inside an unterminated string changes the error
+                # Without its "\n": one inside an unterminated string changes json's message.
+                if line.strip():
                     yield lineno, _parse_line(line.rstrip(b"\n"), f"{path}:{lineno}", error)
         except (OSError, EOFError) as e:  # a truncated or corrupt .gz
             raise error(f"{path}: cannot read data file ({e})") from e
