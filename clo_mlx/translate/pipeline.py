@@ -534,13 +534,15 @@ def translate_file(
     generation: dict | None = None,
     split: str | None = None,
     columns: dict | str | None = None,
+    rows: list[dict] | None = None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
 
     Rows are written a batch at a time; rejected rows (with `reason`, `detail`) go to
     `<output stem>.rejected.jsonl`; counts go to `<output stem>.summary.json` and are returned,
     and `<output stem>.report.md` lists the rejected rows by reason. `generation` (the decoding
-    settings used, and where each came from) is recorded in the summary.
+    settings used, and where each came from) is recorded in the summary. `rows`: read_sft's rows
+    of `source`, when the caller has read them already.
     Data-parallel (`mlx.launch`): rank r translates batches r, r + size, ...; after each round
     rank 0 appends the round's batches in source order, so the files equal a single-process run's.
     """
@@ -549,7 +551,7 @@ def translate_file(
         raise ValueError("--lang names the target language; it cannot be 'en'")
     output = Path(output)
     rejected_path, summary_path = side_paths(output)
-    rows = read_sft(source, split, columns)
+    rows = read_sft(source, split, columns) if rows is None else rows
     if limit is not None:
         rows = rows[:limit]
     main, n_ranks = distributed.is_main(), distributed.size()
