@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -32,14 +31,12 @@ from .batching import (
     spread_batches,
     unit_batches,
 )
+from .callbacks import TrainingCallback
 from .config import TrainConfig, optimizer_kwargs
 from .errors import CloError
 from .logprobs import sequence_logps
 from .losses import SFT_KINDS, kind_weights, mean_token_nll, pair_loss, sft_loss
 from .memory import with_wired_limit
-
-if TYPE_CHECKING:
-    from .callbacks import TrainingCallback
 
 # ----------------------------------------------------------------------------- the step
 
@@ -168,8 +165,6 @@ def train(
     non-finite loss are undone (and skipped with cfg.skip_nonfinite, else NonFiniteLoss); the
     first Ctrl-C stops at the next update with a checkpoint (TrainingInterrupted).
     """
-    from .callbacks import TrainingCallback
-
     callback = callback or TrainingCallback()
     check_batch_divides(data, cfg.batch_size)
     if cfg.grad_checkpoint:
