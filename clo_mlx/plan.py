@@ -16,8 +16,9 @@ from collections import Counter
 
 import mlx.core as mx
 
-from .batching import bucket_length, collate, length_sorted_batches, response_start
+from .batching import bucket_length, collate, length_sorted_batches
 from .config import TrainConfig
+from .logprobs import head_index
 from .memory import recommended_working_set, wired_limit
 from .reference import make_logp_fn, pair_lengths
 from .run import attach_adapters, check_output_folder, needs_reference, prepare
@@ -51,7 +52,7 @@ def time_reference_batch(prep, cfg: TrainConfig) -> dict:
     logp_fn = make_logp_fn(prep.model, cfg.logprob_chunk_size)
     prep.model.eval()
     tic = time.perf_counter()
-    mx.eval(logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask), response_start(mask)))
+    mx.eval(logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask), head_index(mask)))
     seconds = time.perf_counter() - tic
     total = sum(padded(b) for b in batches)
     return {

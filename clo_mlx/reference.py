@@ -19,9 +19,9 @@ import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .batching import collate, length_sorted_batches, response_start
+from .batching import collate, length_sorted_batches
 from .io import atomic_save_safetensors
-from .logprobs import sequence_logps
+from .logprobs import head_index, sequence_logps
 from .memory import with_wired_limit
 from .tokens import EncodedPair
 
@@ -29,7 +29,7 @@ from .tokens import EncodedPair
 def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
     """Compiled (inputs, targets, mask, start=0) -> (summed log-probs [B], token counts [B]).
 
-    `start`: batching.response_start of the mask (a Python int; the head skips positions before it).
+    `start`: logprobs.head_index of the mask (the head runs only over the response positions).
     """
 
     @partial(mx.compile, inputs=model.state)
@@ -45,7 +45,7 @@ def collated_logps(
     """(summed response log-probs, token counts) of (ids, response start) sequences, one batch."""
     inputs, targets, mask = collate(seqs, max_seq_length)
     logps, ntok = logp_fn(
-        mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+        mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
     )
     return np.array(logps), np.array(ntok)
 
@@ -96,7 +96,7 @@ def score_pairs(
         seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
         inputs, targets, mask = collate(seqs, max_seq_length)
         logps, ntok = logp_fn(
-            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+            mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
         )
         mx.async_eval(logps, ntok)
         if queued is not None:

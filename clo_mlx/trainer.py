@@ -26,13 +26,12 @@ from .batching import (
     collate,
     epoch_order,
     length_sorted_batches,
-    response_start,
 )
 from .checkpoint import save_checkpoint
 from .config import TrainConfig, optimizer_kwargs
 from .errors import CloError
 from .io import append_jsonl, ensure_folder
-from .logprobs import sequence_logps
+from .logprobs import head_index, sequence_logps
 from .losses import clo_loss, mean_token_nll
 from .memory import with_wired_limit
 from .tokens import EncodedPair
@@ -83,7 +82,7 @@ class PairData:
             self.nll_weight[idx],
             self.is_en[idx],
         )
-        return (*(mx.array(a) for a in arrays), response_start(mask))
+        return (*(mx.array(a) for a in arrays), head_index(mask))
 
 
 @dataclass
@@ -104,7 +103,7 @@ class SequenceData:
     def batch(self, idx: list[int], max_len: int) -> tuple:
         """(inputs, targets, mask [B, L], start)."""
         arrays = collate([self.seqs[i] for i in idx], max_len)
-        return (*(mx.array(a) for a in arrays), response_start(arrays[2]))
+        return (*(mx.array(a) for a in arrays), head_index(arrays[2]))
 
 
 def unit_batches(data: PairData | SequenceData, batch_size: int, full: bool) -> list[list[int]]:
