@@ -183,16 +183,19 @@ EN_WORDS: dict[str, float] = {
 }  # fmt: skip
 _MONTHS = "january february march april may june july august september october november december".split()  # fmt: skip
 _MONTH_ABBR = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
-EN_NAMED = {
+# Weekdays are not here: they are written as words (星期一, Jumatatu), never as digits, and
+# as values (Sunday = 7, or 2 in Swahili) they explained changed numbers.
+_MONTH_VALUE = {
     **{m: i + 1 for i, m in enumerate(_MONTHS)},
     **{m: i + 1 for i, m in enumerate(_MONTH_ABBR)},
     "sept": 9,
-    **{d: i + 1 for i, d in enumerate(_WEEKDAYS)},
 }
-# Weekdays as numbers: zh 星期一 (Monday = 1) ... 星期日/天 (7); Swahili Jumatatu = "day 3"
-# after Saturday (Jumamosi = 1), so Monday..Friday are 3..7 and Saturday, Sunday 1, 2.
-_SW_WEEKDAY = {1: 3, 2: 4, 3: 5, 4: 6, 5: 7, 6: 1, 7: 2}
+# Nouns after which "a"/"an" means 1 to a translator ("a year ago" = 1년 전).
+_A_UNITS = set(
+    "year month week day hour minute second decade century mile kilometre kilometer metre "
+    "meter foot feet inch yard pound kilo kilogram ton tonne litre liter gallon percent "
+    "point goal dollar euro cent penny quarter half third".split()
+)
 
 # Number words in target languages: they explain a source number the translator spelled out.
 TARGET_WORDS: dict[str, dict[str, float]] = {
@@ -320,6 +323,7 @@ class Item:
     readings: set[float]
     parts: list[set[float]] = field(default_factory=list)
     converted: set[float] = field(default_factory=set)  # in metric units (rounded by translators)
+    month: bool = False  # 6월, 6月: explained only by a month name or a number of the source
 
 
 @dataclass
@@ -330,6 +334,8 @@ class Numbers:
     required: list[Item]
     optional: set[float]
     unknown: int = 0
+    months: set[float] = field(default_factory=set)
+    converted: set[float] = field(default_factory=set)
 
     def values(self) -> set[float]:
         out = set(self.optional)
@@ -361,27 +367,60 @@ def _blank(text: str, start: int, end: int) -> str:
 
 
 _FAHRENHEIT = -1.0
-_TO_METRIC = {
-    "mile": 1.609344, "mph": 1.609344, "pound": 0.45359237, "lb": 0.45359237, "inch": 2.54,
-    "in": 2.54, "feet": 0.3048, "foot": 0.3048, "ft": 0.3048, "yard": 0.9144, "gallon": 3.785,
-    "ounce": 28.35, "oz": 28.35, "acre": 0.4047, "degree": _FAHRENHEIT, "°f": _FAHRENHEIT,
+# Factors to metric, with the rounder ones translators also use (1 inch = 2.5 cm).
+_TO_METRIC: dict[str, tuple[float, ...]] = {
+    "mile": (1.609344, 1.6), "mph": (1.609344, 1.6), "pound": (0.45359237, 0.45, 0.5),
+    "lb": (0.45359237, 0.45, 0.5), "inch": (2.54, 2.5), "in": (2.54, 2.5),
+    "feet": (0.3048, 30.48, 0.3), "foot": (0.3048, 30.48, 0.3), "ft": (0.3048, 30.48, 0.3),
+    "yard": (0.9144, 0.9), "gallon": (3.785,), "ounce": (28.35,), "oz": (28.35,),
+    "acre": (0.4047,), "degree": (_FAHRENHEIT,), "°f": (_FAHRENHEIT,),
 }  # fmt: skip
-_UNIT = re.compile(
-    r"\s*-?\s*(miles?|mph|pounds?|lbs?\.?|inch(?:es)?|in\.|feet|foot|ft\.?|yards?|gallons?|"
-    r"ounces?|oz\.?|acres?|degrees?|°F)(?![^\W\d_])",
-    re.I,
+_UNIT_NAMES = (
+    r"miles?|mph|pounds?|lbs?\.?|inch(?:es)?|in\.|feet|foot|ft\.?|yards?|gallons?|"
+    r"ounces?|oz\.?|acres?|degrees?|°F"
+)
+_UNIT = re.compile(rf"\s*-?\s*({_UNIT_NAMES})(?![^\W\d_])", re.I)
+# "2 to 4 inches", "1-2 miles": the first number has the unit too
+_RANGE_UNIT = re.compile(
+    rf"\s*(?:to|-|–|or|and)\s*[\d.,]+\s*-?\s*({_UNIT_NAMES})(?![^\W\d_])", re.I
+)
+_FEET_INCHES = re.compile(r"(\d+)(?:-|\s)(?:foot|feet|ft)(?:-|\s)(\d+)(?![\d])", re.I)  # 6-foot-6
+_AMPM_RANGE = re.compile(
+    r"\b(\d{1,2})\s*(?:to|-|–|and|until)\s*(?=\d{1,2}(?:[:.]\d{2})?\s*([ap])\.?\s?m\b)", re.I
 )
 _EXTRA_EN = {"biennial": 2, "triennial": 3, "freshman": 1, "sophomore": 2, "junior": 3,
-             "senior": 4, "top": 1, "teen": 10, "teens": 10, "teenage": 10, "teenager": 10, "teenagers": 10, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14}  # fmt: skip
+             "senior": 4, "top": 1, "teen": 10, "teens": 10, "teenage": 10, "teenager": 10,
+             "teenagers": 10, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14,
+             "duo": 2, "trio": 3, "thirds": 3, "quarters": 4, "fifths": 5, "tenths": 10}  # fmt: skip
+_TENS_VALUES = {20 + 10 * i for i in range(8)}
+
+
+def _metric(values: set[float], unit: str) -> set[float]:
+    """`values` in `unit` converted to metric (all the factors translators use)."""
+    name = unit.lower().rstrip(".")
+    factors = next(f for k, f in _TO_METRIC.items() if name.startswith(k))
+    if factors == (_FAHRENHEIT,):
+        return {(v - 32) * 5 / 9 for v in values} | {v * 5 / 9 for v in values}
+    return {v * f for v in values for f in factors}
 
 
 def source_numbers(text: str, lang: str = "") -> Numbers:
-    """Numbers of an English text: digits (required) and words, months, weekdays (optional).
+    """Numbers of an English text: digits (required) and words, months (optional; months are
+    required in Chinese, Japanese and Korean, which write them as numbers).
 
     `lang` is the target language (Swahili reads clock times 6 hours off)."""
     text = _norm_digits(text)
     required: list[Item] = []
     optional: set[float] = set()
+    converted: set[float] = set()  # number words with a unit ("a mile" = 1.6 km)
+    for m in _FEET_INCHES.finditer(text):  # 6-foot-6 = 1.98 m
+        inches = int(m.group(1)) * 12 + int(m.group(2))
+        metric = {inches * 2.54, inches * 0.0254}
+        required += [Item(m.group(i), {float(int(m.group(i)))}, converted=metric) for i in (1, 2)]
+        text = _blank(text, m.start(), m.end())
+    for m in _AMPM_RANGE.finditer(text):  # "from 1 to 4 PM" = 13 bis 16 Uhr
+        required.append(Item(m.group(1), _hours(int(m.group(1)), m.group(2) + "m", lang == "sw")))
+        text = _blank(text, m.start(1), m.end(1))
     for m in _TIME.finditer(text):  # "2:30 pm", "5.30pm", "14:00", "9 a.m."
         h, mm = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(5))
         if int(h) > 24 or (mm and int(mm) >= 60):
@@ -394,30 +433,48 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
         text = _blank(text, m.start(), m.end())
     for m in _DECADE.finditer(text):  # "the 1990s" -> 90年代; "his 40s" -> "Vierzigern"
         v = int(m.group(1))
-        optional |= {float(v), float(v % 100), float(v % 100 + 1900), float(v % 100 + 2000)}
+        years = {float(v), float(v % 100), float(v % 100 + 1900), float(v % 100 + 2000)}
+        optional |= years | {y + 9 for y in years}  # "the 1980s" = "1980 to 1989"
+        if v >= 1000:
+            optional.add(float(v // 100 + 1))  # "the 1930s" = 20 世纪 30 年代
+        # A decade with its century is written in digits; "the 2000s" may be "this century".
+        if len(m.group(1)) == 4 and v % 100:
+            required.append(Item(m.group(1), {float(v), float(v % 100)}))
         text = _blank(text, m.start(1), m.end(1))
     for m in _NUM.finditer(text):
         tok = m.group(1)
         vals = _scaled(_readings(tok), _SCALES.get(_next_word(text, m.end())))
         if tok.isdigit() and len(tok) == 4 and 1900 <= int(tok) <= 2099:
             vals.add(float(int(tok) % 100))  # a year written '19
-        unit = _UNIT.match(text, m.end())
-        converted = set()
-        if unit:  # 385 miles = 620 km, 80 degrees = 27 °C: translators convert
-            name = unit.group(1).lower().rstrip(".")
-            factor = next(f for k, f in _TO_METRIC.items() if name.startswith(k))
-            converted = {v * factor for v in vals}
-            if factor == _FAHRENHEIT:
-                converted = {(v - 32) * 5 / 9 for v in vals} | {v * 5 / 9 for v in vals}
-        required.append(Item(tok, vals, converted=converted))
+        if tok.isdigit() and len(tok) == 2:
+            year = re.search(r"((?:19|20)\d\d)\s*[-–]\s*$", text[: m.start()])
+            if year:  # 1950-53 = 1950 bis 1953
+                vals.add(float(int(year.group(1)[:2] + tok)))
+            elif re.search(r"(?:[A-Za-z]|')$", text[: m.start()]):  # SS19, '19 = 2019
+                vals.add(float(2000 + int(tok)))
+        unit = _UNIT.match(text, m.end()) or _RANGE_UNIT.match(text, m.end())
+        # 385 miles = 620 km, 80 degrees = 27 °C: translators convert
+        conv = _metric(vals, unit.group(1)) if unit else set()
+        required.append(Item(tok, vals, converted=conv))
     total, current, words = 0.0, 0.0, []  # a run of number words: "twenty five" = 25 only
-    for w in [w.casefold() for w in _TOKEN.findall(text)] + [""]:
-        if w in EN_NAMED:
-            optional.add(float(EN_NAMED[w]))
-            if w in _WEEKDAYS:
-                optional.add(float(_SW_WEEKDAY[EN_NAMED[w]]))
+    tokens, months = _TOKEN.findall(text) + [""], set()
+    for i, (orig, w) in enumerate((t, t.casefold()) for t in tokens):
+        nxt = tokens[i + 1].casefold() if i + 1 < len(tokens) else ""
+        if w in _MONTH_VALUE:
+            optional.add(float(_MONTH_VALUE[w]))
+            months.add(float(_MONTH_VALUE[w]))
+            # A capitalised month name is written as a number in Chinese, Japanese, Korean
+            # ("May" is left out: mostly Theresa May).
+            if lang in _DENSE and orig[0].isupper() and w != "may":
+                required.append(Item(orig, {float(_MONTH_VALUE[w])}))
+        if w in ("a", "an") and lang not in _DENSE and nxt.rstrip("s") not in _A_UNITS:
+            w = "_"  # "a" is 1 before a unit ("a year" = 1 Jahr); CJK counters: "a bogey" = 1개
+        if w in ("quarter", "half") and nxt in ("hour", "an"):
+            optional |= {15.0, 30.0, 45.0}  # a quarter-hour = 15분
         if w in _EXTRA_EN:
             optional.add(float(_EXTRA_EN[w]))
+        if (w in EN_WORDS or w == "_") and _UNIT.match(" " + nxt):  # "a mile", "two feet"
+            converted |= _metric({float(EN_WORDS.get(w, 1))}, nxt)
         if w in _MULTIPLIERS and not words:  # "1.5 million", "a thousand": on its own
             optional.add(_MULTIPLIERS[w])
         elif w in _MULTIPLIERS:  # "two hundred", "three million"
@@ -427,16 +484,22 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
             else:
                 total, current = total + (current or 1) * scale, 0.0
             words.append(w)
-        elif w in _CARDINALS:
+        elif w in _CARDINALS and not (
+            words and not (words[-1] in _MULTIPLIERS or (current in _TENS_VALUES and _CARDINALS[w] < 10))
+        ):  # fmt: skip
             current += _CARDINALS[w]
             words.append(w)
-        elif not (w == "and" and words):
-            if w in EN_WORDS:
-                optional.add(float(EN_WORDS[w]))
+        elif w == "and" and words and words[-1] in _MULTIPLIERS:  # "two hundred and five"
+            pass
+        else:
             if words:
                 optional.add(total + current)
             total, current, words = 0.0, 0.0, []
-    return Numbers(required, optional)
+            if w in _CARDINALS:  # "one and three": a new run
+                current, words = float(_CARDINALS[w]), [w]
+            elif w in EN_WORDS:
+                optional.add(float(EN_WORDS[w]))
+    return Numbers(required, optional, months=months, converted=converted)
 
 
 def _cjk_value(s: str) -> float | None:
@@ -491,6 +554,9 @@ def _compound_value(s: str) -> float:
     return total + section
 
 
+_KO_NATIVE = re.compile(
+    r"(열|스물|스무|서른|마흔|쉰)\s?(하나|한|둘|두|셋|세|넷|네|다섯|여섯|일곱|여덟|아홉)"
+)
 _SW_TENS = "kumi|ishirini|thelathini|arobaini|hamsini|sitini|sabini|themanini|tisini"
 _SW_COMPOUND = re.compile(rf"\b(?:(?P<tens>{_SW_TENS})\s+na|(?P<scale>mia|elfu))\s+(?P<unit>\w+)")
 
@@ -534,11 +600,17 @@ def target_numbers(text: str, lang: str) -> Numbers:
         vals = _scaled(_scaled(_readings(tok), scale), before)
         if tok.isdigit() and len(tok) == 2 and after in "年년'":  # 90年代, '90s
             vals |= {float(int(tok) + 1900), float(int(tok) + 2000)}
-        required.append(Item(tok, vals))
+        if tok.isdigit() and len(tok) == 4 and 1900 <= int(tok) <= 2099:
+            vals.add(float(int(tok) % 100))  # SS19 = Sommer 2019
+        required.append(Item(tok, vals, month=lang in _DENSE and after in "月월"))
     for m in _CJK_RE.finditer(text):
         v = _cjk_value(m.group(0))
         if v is not None:
             optional.add(v)
+            if text[m.end() : m.end() + 1] == "折":  # 七折 = 70% of the price = 30% off
+                tenths = _cjk_value(m.group(0)[0]) or 0
+                pct = float(int("".join(str(_CJK_DIGITS.get(c, 0)) for c in m.group(0)))) if len(m.group(0)) == 2 else tenths * 10  # fmt: skip
+                optional |= {pct, 100 - pct}
             optional |= {float(_CJK_DIGITS[c]) for c in m.group(0) if c in _CJK_DIGITS}
     words = TARGET_WORDS.get(lang, {})
     unknown = 0
@@ -549,6 +621,9 @@ def target_numbers(text: str, lang: str) -> Numbers:
                 optional.add(words[m.group("tens")] + unit)
             elif unit is not None:
                 optional.add(words[m.group("scale")] * unit)
+    if lang == "ko":  # native numbers: 열 다섯 = 15, 스물두 = 22
+        for m in _KO_NATIVE.finditer(text):
+            optional.add(float(words[m.group(1)] + words[m.group(2)]))
     for w in re.findall(r"(?:[^\W\d_]|[\u0300-\u036f])+(?:-[^\W\d_]+)?", text):
         key = _strip_marks(w.casefold()) if lang == "yo" else w.casefold()
         if key in words:
@@ -571,9 +646,30 @@ def _close(a: set[float], b: set[float]) -> bool:
     return any(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x in a for y in b)
 
 
+def _rounds_to(x: float, y: float) -> bool:
+    """Whether `x` is a translator's rounding of the converted amount `y`: within 0.5%
+    (another conversion factor), or `y` rounded (to >= 2 significant digits) or cut off (to
+    >= 3) at some decimal place (385 miles = 619.6 km -> 620; 85 mph = 136.8 km/h -> 136)."""
+    if abs(x - y) <= 0.005 * abs(y) or math.isclose(x, round(y)):
+        return True
+    if abs(y) >= 20 and any(math.isclose(x, round(y / k) * k) for k in (5, 10)):
+        return True  # "about 60 cm" for two feet (61 cm)
+    if y == 0:
+        return False
+    digits = math.floor(math.log10(abs(y))) + 1  # digits before the decimal point
+    for places in range(2 - digits, 3):  # keeps >= 2 significant digits
+        step = 10.0**-places
+        if math.isclose(x, round(y / step) * step, abs_tol=1e-9):
+            return True
+        if digits + places >= 3 and any(
+            math.isclose(x, f(y / step) * step, abs_tol=1e-9) for f in (math.floor, math.ceil)
+        ):
+            return True
+    return False
+
+
 def _near(a: set[float], b: set[float]) -> bool:
-    """As close as a translator's rounding of a unit conversion: 1 unit or 3%."""
-    return any(abs(x - y) <= max(1.0, 0.03 * abs(y)) for x in a for y in b)
+    return any(_rounds_to(x, y) for x in a for y in b)
 
 
 def _explained(item: Item, values: set[float], converted: set[float] = frozenset()) -> bool:
@@ -601,8 +697,11 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
         and not (lang not in TARGET_WORDS and 0 <= min(it.readings) and max(it.readings) <= 10)
     ]
     missing = missing[t.unknown :]
-    s_conv = set().union(*(it.converted for it in s.required))
-    extra = [it.tok for it in t.required if not _explained(it, s_all, s_conv)]
+    s_conv = set().union(s.converted, *(it.converted for it in s.required))
+    s_req = set().union(*(it.readings for it in s.required)) | s.months
+    extra = [
+        it.tok for it in t.required if not _explained(it, s_req if it.month else s_all, s_conv)
+    ]
     if not missing and not extra:
         return None
     parts = []
