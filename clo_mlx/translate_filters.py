@@ -527,10 +527,131 @@ _COMPOUND = re.compile(
     rf"(?:(?:{_NUM_SIMPLE})?\s?[十百千천백万萬亿億만억조]\s?)+(?:{_NUM_SIMPLE})?(?![\d])"
 )
 _TIME_LIKE = re.compile(r"(?<![\d])(?<![\d][.,])(\d{1,2})[:.h](\d{2})(?![\d]|[.,]\d)")
-_YO_SPELLED = re.compile(
-    r"^\w*(?:din|dil|kanla|ejila|etala|erinla|edogun|ogun|ogoji|aadota|ogota|ogorin|aadorun|"
-    r"ogorun|egberun|ogbon|edogbon|irinwo|egberin|aadorin|lelo|lela|aabo)\w*$|^igba$"
-)
+
+
+# ---------------------------------------------------------------------------- Yoruba numbers
+# Yoruba counts in twenties, adding (le: mejilelogbon = 2 + 30), subtracting (din:
+# merindinlogun = 20 - 4, irinwodinmedogun = 400 - 15) and multiplying (egberun lona ogorun
+# = 1000 x 100), in one word or several. Spelled forms are matched without tone marks and with
+# doubled letters collapsed (references write ogoorun, ogorun-un and ọgọ́rùn-ún alike).
+_YO_UNITS = (  # (plain, counting "m-", ordinal "k-") forms of 1..10
+    ("okan kan eni", "mokan", "kini ikini kinni akoko"), ("eji", "meji", "keji ekeji ikeji"),
+    ("eta", "meta", "keta iketa"), ("erin", "merin", "kerin ikerin"),
+    ("arun", "marun", "karun ikarun"), ("efa", "mefa", "kefa ikefa"),
+    ("eje", "meje", "keje ikeje"), ("ejo", "mejo", "kejo ikejo"),
+    ("esan", "mesan", "kesan ikesan"), ("ewa", "mewa", "kewa ikewa"),
+)  # fmt: skip
+_YO_ATOMS: dict[str, float] = {
+    **{w: i + 1 for i, forms in enumerate(_YO_UNITS) for f in forms for w in f.split()},
+    "mokanla": 11, "kokanla": 11, "mejila": 12, "kejila": 12, "metala": 13, "ketala": 13,
+    "merinla": 14, "kerinla": 14, "medogun": 15, "kedogun": 15, "edogun": 15, "ogun": 20,
+    "medogbon": 25, "kedogbon": 25, "ogbon": 30, "ogoji": 40, "adota": 50, "ogota": 60,
+    "adorin": 70, "ogorin": 80, "orin": 80, "adorun": 90, "ogorun": 100, "adofa": 110,
+    "ogofa": 120, "adoje": 130, "ogoje": 140, "adojo": 150, "ogojo": 160, "adosan": 170,
+    "ogosan": 180, "adowa": 190, "igba": 200, "odunrun": 300, "odurun": 300, "odun": 300,
+    "irinwo": 400, "edegbeta": 500, "egbeta": 600, "edegberin": 700, "egberin": 800,
+    "edegberun": 900, "egberun": 1e3, "egba": 2e3, "oke": 2e4, "milionu": 1e6,
+    "bilionu": 1e9, "abo": 0.5,
+}  # fmt: skip
+# ordinals: ikeji, ekeji, elekeji (the second), ikerinla (14th)
+_YO_ATOMS.update({p + w: v for w, v in list(_YO_ATOMS.items()) if w[0] == "k" for p in ("i", "e", "ele")})  # fmt: skip
+_YO_SCALES = {"egberun": 1e3, "milionu": 1e6, "bilionu": 1e9}
+_YO_ALONE_NOT = {"odun", "oke", "orin", "abo"}  # alone: "year", "hill", "song", "female"
+_YO_JOINS = ("le", "din", "lona", "ku", "ati", "o")
+# le l-ogun, le n-igba (ní elided); ku iseju marun (minutes); ogbon-ojo (day); aago mejo owuro ku (morning)
+_YO_FILLERS = ("l", "n", "ni", "iseju", "jo", "ojo", "owuro", "osan", "irole", "ale")
+_YO_MORPHEMES = sorted({*_YO_ATOMS, *_YO_JOINS, *_YO_FILLERS}, key=len, reverse=True)
+
+
+def _yo_norm(word: str) -> str:
+    w = re.sub(r"[^a-z]", "", _strip_marks(word.casefold()))
+    if w == "oodun":  # ọ̀ọ́dún (300), not ọdún (year)
+        return "odunrun"
+    w = re.sub(r"(un|an)\1", r"\1", w)  # márùn-ún, mẹ́sàn-án
+    return re.sub(r"(.)\1+", r"\1", w)
+
+
+@lru_cache(maxsize=65536)
+def _yo_split(w: str) -> tuple[tuple[str, ...], ...]:
+    """Every way to write `w` as number morphemes (at most 8)."""
+    if not w:
+        return ((),)
+    out: list[tuple[str, ...]] = []
+    for m in _YO_MORPHEMES:
+        if w.startswith(m):
+            out += [(m, *rest) for rest in _yo_split(w[len(m) :])]
+            if len(out) >= 8:
+                break
+    return tuple(out[:8])
+
+
+def _yo_clean(seq: tuple[str, ...]) -> tuple[str, ...]:
+    """The morphemes that carry value: fillers dropped where they belong."""
+    return tuple(
+        m for i, m in enumerate(seq)
+        if not (m in ("l", "n", "ni") and (i == 0 or seq[i - 1] in ("le", "din")))
+        and not (m == "iseju" and i and seq[i - 1] == "ku")
+        and not (m in ("jo", "ojo") and i == len(seq) - 1 and i)
+        and not (m in ("owuro", "osan", "irole", "ale") and seq[i + 1 : i + 2] == ("ku",))
+        and not (m == "o" and seq[i + 1 : i + 2] == ("le",))
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=16384)
+def _yo_eval(seq: tuple[str, ...]) -> frozenset[float]:
+    """Values of a cleaned morpheme sequence under every bracketing (egberun lona (irinwo din
+    ogun) = 380,000; (milionu ogun) ati (egberun lona irinwo) = 20.4 million)."""
+    if len(seq) == 1:
+        return frozenset({_YO_ATOMS[seq[0]]} if seq[0] in _YO_ATOMS else ())
+    out: set[float] = set()
+    for k in range(1, len(seq)):
+        if seq[k] in _YO_JOINS and k < len(seq) - 1:
+            left, right = _yo_eval(seq[:k]), _yo_eval(seq[k + 1 :])
+            for a in left:
+                for b in right:
+                    out |= {
+                        "le": {a + b}, "ati": {a + b}, "din": {abs(b - a)}, "lona": {a * b},
+                        "ku": {(a - 1) or 12, 60 - b},  # aago mẹ́jọ ku ìṣẹ́jú márùn-ún = 7:55
+                    }.get(seq[k], set())  # fmt: skip
+        elif seq[k] not in _YO_JOINS and seq[k - 1] not in _YO_JOINS:
+            # egberun marun = 5000, ogorun milionu = 100 million: a scale word multiplies
+            if (k == 1 and seq[0] in _YO_SCALES) or (k == len(seq) - 1 and seq[k] in _YO_SCALES):
+                out |= {a * b for a in _yo_eval(seq[:k]) for b in _yo_eval(seq[k:])}
+    return frozenset(out)
+
+
+def _yo_values(w: str, alone: bool) -> set[float]:
+    out: set[float] = set()
+    for seq in _yo_split(w):
+        seq = _yo_clean(seq)
+        if seq and len(seq) <= 12 and not (alone and len(seq) == 1 and seq[0] in _YO_ALONE_NOT):
+            out |= _yo_eval(seq)
+    return out
+
+
+def yoruba_numbers(text: str) -> tuple[set[float], int]:
+    """Values of the spelled-out numbers in a Yoruba text, and how many number words in it
+    could not be read (a garbled or unusual form)."""
+    words = [_yo_norm(w) for w in re.findall(r"(?:[^\W\d_]|[\u0300-\u036f])+(?:-(?:[^\W\d_]|[\u0300-\u036f])+)*", text)]  # fmt: skip
+    values: set[float] = set()
+    read = [False] * len(words)
+    for i in range(len(words)):
+        if not _yo_split(words[i]):
+            continue
+        for j in range(i + 1, min(i + 6, len(words)) + 1):
+            if not _yo_split(words[j - 1]):
+                break
+            found = _yo_values("".join(words[i:j]), alone=j == i + 1)
+            if found:
+                values |= found
+                read[i : j] = [True] * (j - i)
+    if re.search(r"\bati aabo\b", _strip_marks(text.casefold())):  # "and a half": 9:30
+        values |= {0.5, 30.0}
+    unknown = sum(
+        1 for w, r in zip(words, read)
+        if not r and re.search("din|le", w) and re.search("ogun|ogbon|ogoji|adota|ogota|adorin|ogorin|adorun|ogorun|egberun|irinwo|egbeta|egberin", w)
+    )  # fmt: skip
+    return values, unknown
 
 
 def _compound_value(s: str) -> float:
@@ -621,6 +742,9 @@ def target_numbers(text: str, lang: str) -> Numbers:
                 optional.add(words[m.group("tens")] + unit)
             elif unit is not None:
                 optional.add(words[m.group("scale")] * unit)
+    if lang == "yo":
+        values, unknown = yoruba_numbers(text)
+        optional |= values
     if lang == "ko":  # native numbers: 열 다섯 = 15, 스물두 = 22
         for m in _KO_NATIVE.finditer(text):
             optional.add(float(words[m.group(1)] + words[m.group(2)]))
@@ -631,8 +755,6 @@ def target_numbers(text: str, lang: str) -> Numbers:
         elif lang == "sw" and key[:2] in ("wa", "ma", "vi", "mi", "ki", "ji"):  # class prefixes
             if key[2:] in words:
                 optional.add(float(words[key[2:]]))
-        elif lang == "yo" and _YO_SPELLED.match(key):
-            unknown += 1
         elif lang == "ko":
             for k, v in words.items():
                 if len(k) > 1 and key.startswith(k):
