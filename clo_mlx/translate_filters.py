@@ -444,8 +444,6 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
     for m in _NUM.finditer(text):
         tok = m.group(1)
         vals = _scaled(_readings(tok), _SCALES.get(_next_word(text, m.end())))
-        if tok.isdigit() and len(tok) == 4 and 1900 <= int(tok) <= 2099:
-            vals.add(float(int(tok) % 100))  # a year written '19
         if tok.isdigit() and len(tok) == 2:
             year = re.search(r"((?:19|20)\d\d)\s*[-–]\s*$", text[: m.start()])
             if year:  # 1950-53 = 1950 bis 1953
@@ -719,10 +717,8 @@ def target_numbers(text: str, lang: str) -> Numbers:
         scale = _TGT_SCALES.get(unit) or _TGT_SCALES.get(_next_word(text, m.end()))
         before = _TGT_SCALES.get(_prev_word(text, m.start()))
         vals = _scaled(_scaled(_readings(tok), scale), before)
-        if tok.isdigit() and len(tok) == 2 and after in "年년'":  # 90年代, '90s
-            vals |= {float(int(tok) + 1900), float(int(tok) + 2000)}
-        if tok.isdigit() and len(tok) == 4 and 1900 <= int(tok) <= 2099:
-            vals.add(float(int(tok) % 100))  # SS19 = Sommer 2019
+        if tok.isdigit() and len(tok) == 2 and (after in "年년'" or text[m.start() - 1 : m.start()] in ("'", "’")):  # fmt: skip
+            vals |= {float(int(tok) + 1900), float(int(tok) + 2000)}  # 90年代, '90s, '19
         required.append(Item(tok, vals, month=lang in _DENSE and after in "月월"))
     for m in _CJK_RE.finditer(text):
         v = _cjk_value(m.group(0))

@@ -154,7 +154,9 @@ def test_real_references_mostly_pass_and_corruptions_are_caught(lang):
     # NTREX lines 1000-1099: held out from the band calibration (lines 0-999).
     rows = ntrex(range(1000, 1100))
     rejected = [r["line"] for r in rows if check_pair(r["en"], r[lang], lang) is not None]
-    assert len(rejected) <= {"yo": 8}.get(lang, 3), rejected
+    # yo: 9 of 100, most of them reference defects: 1021 writes 16 for "26", 1030 drops
+    # "July 20", 1006 adds "2020", 1028/1045/1063 leave out clauses (ratio 0.60-0.67).
+    assert len(rejected) <= {"yo": 9}.get(lang, 3), rejected
     untranslated = sum(check_pair(r["en"], r["en"], lang) is not None for r in rows)
     assert untranslated >= 95
     long_rows = [r for r in rows if len(r["en"]) >= 40]
