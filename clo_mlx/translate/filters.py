@@ -36,6 +36,7 @@ REASONS = (
     "wrong_language",
     "numbers",
     "low_confidence",
+    "back_translation",
 )
 BANDS_FILE = Path(__file__).parents[1] / "assets" / "length_bands.json"
 _DENSE = {"zh", "ja", "yue", "wuu", "ko"}  # scripts needing far fewer characters than English
@@ -52,6 +53,7 @@ class Filters:
     numbers: bool = True
     candidates: tuple[str, ...] = ("en",)
     min_logprob: float | None = None  # mean per-token log-prob below which a row is rejected
+    min_back_chrf: float | None = None  # chrF of the back-translation below which it is
 
     def ratio_bounds(self, lang: str, src_len: float = 100.0) -> tuple[float, float]:
         low, _, high = length_band(lang, src_len)
@@ -642,13 +644,15 @@ def yoruba_numbers(text: str) -> tuple[set[float], int]:
             found = _yo_values("".join(words[i:j]), alone=j == i + 1)
             if found:
                 values |= found
-                read[i : j] = [True] * (j - i)
+                read[i:j] = [True] * (j - i)
     if re.search(r"\bati aabo\b", _strip_marks(text.casefold())):  # "and a half": 9:30
         values |= {0.5, 30.0}
+    stems = "ogun|ogbon|ogoji|adota|ogota|adorin|ogorin|adorun|ogorun|egberun|irinwo|egbeta|egberin"
     unknown = sum(
-        1 for w, r in zip(words, read)
-        if not r and re.search("din|le", w) and re.search("ogun|ogbon|ogoji|adota|ogota|adorin|ogorin|adorun|ogorun|egberun|irinwo|egbeta|egberin", w)
-    )  # fmt: skip
+        1
+        for w, r in zip(words, read, strict=True)
+        if not r and re.search("din|le", w) and re.search(stems, w)
+    )
     return values, unknown
 
 
@@ -828,6 +832,41 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     if extra:
         parts.append(f"unexplained {sorted(set(extra))}")
     return "numbers", "numbers differ (" + ", ".join(parts) + ")"
+
+
+# ---------------------------------------------------------------------------- back-translation
+
+
+def _char_ngrams(text: str, n: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(len(text) - n + 1):
+        out[text[i : i + n]] = out.get(text[i : i + n], 0) + 1
+    return out
+
+
+def chrf(hypothesis: str, reference: str, order: int = 6, beta: float = 2.0) -> float:
+    """Sentence chrF (Popović 2015), 0-100: the F-beta of character n-gram precision and
+    recall for n = 1..order, averaged over the orders both texts have, whitespace removed."""
+    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
+    scores = []
+    for n in range(1, order + 1):
+        h, r = _char_ngrams(hyp, n), _char_ngrams(ref, n)
+        if not h or not r:
+            continue
+        match = sum(min(c, r.get(g, 0)) for g, c in h.items())
+        p, rec = match / sum(h.values()), match / sum(r.values())
+        scores.append((1 + beta**2) * p * rec / (beta**2 * p + rec) if match else 0.0)
+    return 100 * sum(scores) / len(scores) if scores else 0.0
+
+
+def check_back_translation(src: str, back: str, filters: Filters) -> tuple[str, str] | None:
+    """`back_translation`: the translation put back into English is too far from `src`."""
+    if filters.min_back_chrf is None:
+        return None
+    score = chrf(back, src)
+    if score < filters.min_back_chrf:
+        return "back_translation", f"back-translation chrF {score:.1f} < {filters.min_back_chrf:g}"
+    return None
 
 
 # ---------------------------------------------------------------------------- all checks
