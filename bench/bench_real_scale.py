@@ -168,12 +168,11 @@ def worker_measure(cap_gb: float, cmd: list[str]) -> int:
 
 def _sorted_order_clo() -> None:
     import clo_mlx.batching as batching
-    import clo_mlx.trainer as trainer
 
     def sorted_order(n_batches: int, seed: int, epoch: int) -> list[int]:
         return list(range(n_batches))
 
-    batching.epoch_order = trainer.epoch_order = sorted_order
+    batching.epoch_order = sorted_order
 
 
 def _sorted_order_peer() -> None:

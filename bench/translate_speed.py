@@ -44,7 +44,7 @@ def main() -> None:
     import torch
     from transformers import M2M100ForConditionalGeneration
 
-    from clo_mlx.m2m100 import Translator, build_tiny_m2m100, generate
+    from clo_mlx.translate.m2m100 import Translator, build_tiny_m2m100, generate
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -5,7 +5,7 @@ logsumexp over the vocabulary. The head and its logsumexp are a large share of a
 vocabulary (about a quarter of a Qwen2.5-0.5B forward), so they run only where a log-prob counts:
 - `start` (batching.response_start): the leading positions that are prompt in every row are
   skipped;
-- `head_index(mask)` gives (start, positions): the head then runs only over the gathered
+- `batching.head_index(mask)` gives (start, positions): the head then runs only over the gathered
   response positions (no padding, no prompt of rows with a longer prompt), and the log-probs are
   put back in place before the per-row sum, so the sums are the same additions as without the
   gather (the matmul and logsumexp of a position do not depend on the other rows).
@@ -19,10 +19,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 from mlx.utils import tree_flatten
-
-from .batching import bucket_length, response_start
 
 # Architectures whose `Model.__call__` is exactly `head(self.model(inputs))`.
 SPLITTABLE = {"llama", "mistral", "qwen2", "qwen3"}
@@ -57,18 +54,6 @@ def chunk_length(batch: int, length: int, vocab: int, chunk_size: int | None) ->
         return length if chunk_size <= 0 else min(chunk_size, length)
     per_position = batch * vocab * 4
     return max(1, min(length, AUTO_CHUNK_BYTES // per_position))
-
-
-def head_index(mask: np.ndarray) -> tuple[int, mx.array]:
-    """(start, positions) for sequence_logps: `start` = batching.response_start(mask); positions =
-    flat indices into mask[:, start:] of its response tokens, padded to a length bucket (so
-    compiled shapes repeat) with the index one past the end (ignored)."""
-    start = response_start(mask)
-    rest = mask[:, start:]
-    pos = np.flatnonzero(rest.reshape(-1) > 0).astype(np.int32)
-    padded = np.full(bucket_length(max(len(pos), 1), max(rest.size, 1)), rest.size, np.int32)
-    padded[: len(pos)] = pos
-    return start, mx.array(padded)
 
 
 def _head_logps(head, hidden: mx.array, targets: mx.array, C: int) -> mx.array:

@@ -19,9 +19,9 @@ import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .batching import collate, length_sorted_batches
+from .batching import collate, collate_pairs, head_index, length_sorted_batches, pair_lengths
 from .io import atomic_save_safetensors
-from .logprobs import head_index, sequence_logps
+from .logprobs import sequence_logps
 from .memory import with_wired_limit
 from .tokens import EncodedPair
 
@@ -29,7 +29,7 @@ from .tokens import EncodedPair
 def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
     """Compiled (inputs, targets, mask, start=0) -> (summed log-probs [B], token counts [B]).
 
-    `start`: logprobs.head_index of the mask (the head runs only over the response positions).
+    `start`: batching.head_index of the mask (the head runs only over the response positions).
     """
 
     @partial(mx.compile, inputs=model.state)
@@ -48,10 +48,6 @@ def collated_logps(
         mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
     )
     return np.array(logps), np.array(ntok)
-
-
-def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
-    return [max(len(e.chosen), len(e.rejected)) for e in encoded]
 
 
 @with_wired_limit
@@ -92,9 +88,7 @@ def score_pairs(
     queued = None
     batches = length_sorted_batches(pair_lengths(encoded), batch_size)
     for idx in distributed.shard(batches):
-        seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
-        seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
-        inputs, targets, mask = collate(seqs, max_seq_length)
+        inputs, targets, mask = collate_pairs(encoded, idx, max_seq_length)
         logps, ntok = logp_fn(
             mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
         )

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clo_mlx.data import DataError
-from clo_mlx.translate import (
+from clo_mlx.translate.pipeline import (
     Filters,
     append_jsonl_lines,
     digit_runs,
@@ -271,6 +271,32 @@ def test_low_confidence_is_off_by_default_and_rejects_when_set(tmp_path):
     assert s["reasons"]["low_confidence"] == 1 and bad[0]["detail"].startswith("response:")
 
 
+def test_back_translation_is_off_by_default_and_rejects_when_set(tmp_path):
+    src = write_jsonl(
+        tmp_path / "en.jsonl",
+        [{"id": i, "prompt": p, "response": r} for i, p, r in FILTER_ROWS[:2]],
+    )
+    english = {v: k for k, v in GOOD_SW.items()}
+    calls = []
+
+    def back(texts):  # the good row comes back word for word, the code row garbled
+        calls.append(list(texts))
+        return ["Nothing like it." if t == "Endesha hii:" else english[t] for t in texts]
+
+    s = translate_file(src, tmp_path / "a.jsonl", "sw", fake_translate, show_progress=False, back_fn=back)  # fmt: skip
+    assert s["kept"] == 2 and not calls  # no threshold: not called
+    s = translate_file(
+        src, tmp_path / "b.jsonl", "sw", fake_translate, filters=Filters(min_back_chrf=60),
+        show_progress=False, back_fn=back,
+    )  # fmt: skip
+    bad = lines(side_paths(tmp_path / "b.jsonl")[0])
+    assert s["kept"] == 1 and s["reasons"]["back_translation"] == 1
+    assert bad[0]["id"] == "code" and bad[0]["detail"].startswith("response: back-translation chrF")
+    assert "back_translation (1)" in Path(s["report_file"]).read_text()
+    # one call for the batch, each distinct translated piece once
+    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0])) == 5
+
+
 def test_bad_language_and_mismatched_output(tmp_path):
     src = write_jsonl(
         tmp_path / "en.jsonl", [{"prompt": "Answer briefly.", "response": "Say hello."}]
@@ -316,7 +342,7 @@ RUNNER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_translate import deterministic_translate
-    from clo_mlx.translate import translate_file
+    from clo_mlx.translate.pipeline import translate_file
 
     def slow(texts):
         time.sleep(0.15)
@@ -389,7 +415,7 @@ def test_append_jsonl_lines(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_m2m100(tmp_path_factory):
     pytest.importorskip("transformers")
-    from clo_mlx.m2m100 import build_tiny_m2m100
+    from clo_mlx.translate.m2m100 import build_tiny_m2m100
 
     return build_tiny_m2m100(tmp_path_factory.mktemp("m2m100"), seed=0)
 
@@ -397,9 +423,8 @@ def tiny_m2m100(tmp_path_factory):
 def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     from typer.testing import CliRunner
 
-    from cli.main import _register_commands, app
+    from cli.main import app
 
-    _register_commands()
     src = write_jsonl(
         tmp_path / "en.jsonl",
         [{"id": i, "prompt": p, "response": r} for i, p, r in FILTER_ROWS],
@@ -431,11 +456,40 @@ def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     assert bad.exit_code != 0 and "unknown language code 'xx'" in bad.output
 
 
+def test_cli_back_translation_with_the_same_model(tmp_path, tiny_m2m100):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    src = write_jsonl(tmp_path / "en.jsonl", [{"id": i, "prompt": p, "response": r} for i, p, r in FILTER_ROWS])  # fmt: skip
+    args = ["translate", "--source", str(src), "--lang", "sw", "--model", str(tiny_m2m100)]
+    args += ["--max-new-tokens", "3", "--no-progress", "--no-check-language", "--no-check-numbers"]
+    args += ["--min-ratio", "0", "--max-ratio", "1000"]
+    runs = {}
+    for name, threshold in (("off", None), ("zero", "0"), ("all", "100.1")):
+        out = tmp_path / f"{name}.jsonl"
+        extra = ["--min-back-chrf", threshold] if threshold else []
+        res = CliRunner().invoke(app, [*args, "--output", str(out), *extra])
+        runs[name] = (
+            res,
+            json.loads(side_paths(out)[1].read_text()) if res.exit_code == 0 else None,
+        )
+    assert runs["all"][0].exit_code == 2 and "between 0 and 100" in runs["all"][0].output
+    off, zero = runs["off"][1], runs["zero"][1]
+    assert off["reasons"]["back_translation"] == zero["reasons"]["back_translation"] == 0
+    assert zero["kept"] == off["kept"]  # chrF >= 0 always: nothing more rejected
+    res = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "h.jsonl"), "--min-back-chrf", "100"])  # fmt: skip
+    high = json.loads(side_paths(tmp_path / "h.jsonl")[1].read_text())
+    # a random tiny model does not give the English back: every row that passed is rejected
+    assert res.exit_code == 0 and high["kept"] == 0
+    assert high["reasons"]["back_translation"] == off["kept"] > 0
+
+
 def test_llm_backend_batched_equals_unbatched_greedy(tiny_llama, tmp_path):
     from mlx_lm import generate
 
     from clo_mlx.models import load_model
-    from clo_mlx.translate_backends import llm_prompts, make_llm
+    from clo_mlx.translate.backends import llm_prompts, make_llm
 
     texts = ["How many legs does a spider have?", "Red.", "Name three colours, please.", "Hi"]
     batched = make_llm(tiny_llama, "sw", batch_size=3, max_tokens=12)(texts)
@@ -459,3 +513,26 @@ def test_llm_backend_batched_equals_unbatched_greedy(tiny_llama, tmp_path):
         == sum(summary["reasons"].values())
         == len(lines(side_paths(tmp_path / "o.jsonl")[0]))
     )
+
+
+def test_m2m100_back_translates_with_the_same_model(tiny_m2m100):
+    # `.back` is the same checkpoint from sw into English: the ids transformers generates
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    from clo_mlx.translate.backends import make_m2m100
+
+    texts = ["Answer briefly.", "lulu", "Say hello."]  # non-empty output from the tiny model
+    fn = make_m2m100(tiny_m2m100, "sw", max_new_tokens=8)
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny_m2m100))
+    tok.src_lang = "sw"
+    hf = transformers.M2M100ForConditionalGeneration.from_pretrained(str(tiny_m2m100)).eval()
+    with torch.no_grad():
+        out = hf.generate(
+            **tok(texts, return_tensors="pt", padding=True),
+            forced_bos_token_id=tok.get_lang_id("en"), max_new_tokens=8, num_beams=1,
+        )  # fmt: skip
+    drop = set(tok.all_special_ids) | set(tok.id_to_lang_token)
+    ref = [tok.decode([i for i in row if i not in drop]).strip() for row in out.tolist()]
+    assert fn.back(texts) == ref and any(ref)
+    assert fn.back(texts) != fn(texts)  # the other direction
