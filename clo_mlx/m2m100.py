@@ -108,11 +108,13 @@ class Attention(nn.Module):
     def key_values(self, x: mx.array) -> tuple[mx.array, mx.array]:
         return self.split(self.k_proj(x)), self.split(self.v_proj(x))
 
-    def __call__(self, x, keys, values, mask=None) -> mx.array:
-        B, L, _ = x.shape
-        q = self.split(self.q_proj(x))
+    def __call__(self, x, keys, values, mask=None, group: int = 1) -> mx.array:
+        """`group` consecutive rows of `x` share one row of `keys`/`values`/`mask` (the beams
+        of one source in cross-attention): their queries are stacked along the length axis."""
+        B, L, D = x.shape
+        q = self.split(self.q_proj(x).reshape(B // group, group * L, D))
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, D))
 
 
 class EncoderLayer(nn.Module):
@@ -145,12 +147,12 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
         self.act = _ACTIVATIONS[args.activation_function]
 
-    def __call__(self, x, self_mask, cache: KVCache, cross_kv, cross_mask) -> mx.array:
+    def __call__(self, x, self_mask, cache: KVCache, cross_kv, cross_mask, group=1) -> mx.array:
         h = self.self_attn_layer_norm(x)
         k, v = cache.update_and_fetch(*self.self_attn.key_values(h))
         x = x + self.self_attn(h, k, v, mask=self_mask)
         h = self.encoder_attn_layer_norm(x)
-        x = x + self.encoder_attn(h, *cross_kv, mask=cross_mask)
+        x = x + self.encoder_attn(h, *cross_kv, mask=cross_mask, group=group)
         return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
 
 
@@ -170,21 +172,26 @@ class Decoder(nn.Module):
 
 @dataclass
 class DecoderState:
-    """Per-layer self-attention caches, cross-attention keys/values and the source mask."""
+    """Per-layer self-attention caches, cross-attention keys/values and the source mask.
+
+    With `beams > 1` the decoder rows are `beams` consecutive rows per source, and the
+    cross-attention keys/values are stored once per source, not once per beam.
+    """
 
     caches: list[KVCache]
     cross_kv: list[tuple[mx.array, mx.array]]
     cross_mask: mx.array
+    beams: int = 1
 
     @property
     def offset(self) -> int:
         return self.caches[0].offset
 
     def select(self, rows: mx.array, cross_rows: mx.array | None = None) -> None:
-        """Keep/reorder batch rows (finished rows dropped, beams reordered).
+        """Keep/reorder decoder rows (finished rows dropped, beams reordered).
 
-        `cross_rows` (default `rows`) picks the encoder side; beams of one source share it, so
-        reordering beams needs no copy of it (`cross_rows=False`).
+        `cross_rows` (default `rows`) picks the sources of the encoder side; reordering beams
+        within their sources changes none of it (`cross_rows=False`).
         """
         for c in self.caches:
             c.keys, c.values = c.keys[rows], c.values[rows]
@@ -238,13 +245,13 @@ class M2M100(nn.Module):
         # Boolean (B, 1, 1, S): which keys may be attended to.
         return (mask != 0)[:, None, None, :]
 
-    def start(self, encoder_out: mx.array, mask: mx.array) -> DecoderState:
-        """Empty decoder state for a batch of encoded sources."""
+    def start(self, encoder_out: mx.array, mask: mx.array, beams: int = 1) -> DecoderState:
+        """Empty decoder state for a batch of encoded sources, `beams` decoder rows each."""
         cross_kv = [layer.encoder_attn.key_values(encoder_out) for layer in self.decoder.layers]
         caches = [KVCache() for _ in self.decoder.layers]
         for c in caches:  # short outputs; beams gather the whole buffer each step
             c.step = 32
-        return DecoderState(caches, cross_kv, self._key_mask(mask))
+        return DecoderState(caches, cross_kv, self._key_mask(mask), beams)
 
     def decode(self, ids: mx.array, state: DecoderState) -> mx.array:
         """Logits (B, T, V) for decoder tokens `ids` (B, T) following those already in `state`."""
@@ -257,7 +264,7 @@ class M2M100(nn.Module):
             cols = mx.arange(offset + T)[None, :]
             self_mask = cols <= rows
         for layer, cache, kv in zip(self.decoder.layers, state.caches, state.cross_kv, strict=True):
-            x = layer(x, self_mask, cache, kv, state.cross_mask)
+            x = layer(x, self_mask, cache, kv, state.cross_mask, state.beams)
         x = self.decoder.layer_norm(x)
         if self.args.tie_word_embeddings:
             return self.shared.as_linear(x)
@@ -552,8 +559,7 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
     B = enc.shape[0]
     K = 2 * nb  # candidates kept per step (one EOS id)
     max_length = 1 + max_new_tokens
-    rows = mx.array(np.repeat(np.arange(B), nb))
-    state = model.start(enc[rows], mask[rows])
+    state = model.start(enc, mask, beams=nb)
 
     neg = np.float32(-1e9)
     run_seq = np.full((B, nb, max_length), a.pad_token_id, dtype=np.int64)
@@ -638,7 +644,7 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
             finished, improvable = finished[keep], improvable[keep]
         rows = (parent + keep[:, None] * nb).reshape(-1)
         same = len(keep) == len(done)
-        cross = False if same else mx.array((keep[:, None] * nb + np.arange(nb)).reshape(-1))
+        cross = False if same else mx.array(keep)
         state.select(mx.array(rows), cross)
         y = mx.array(run_seq[:, :, cur_len - 1].reshape(-1, 1).astype(np.int32))
     for b in range(B):
