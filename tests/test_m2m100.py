@@ -257,3 +257,47 @@ def test_mean_logprobs_match_transformers(tiny):
 
     fn = make_m2m100(tr.path, "sw", max_new_tokens=12, with_scores=True)
     assert fn(TEXTS) == pairs
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_decode_step_equals_decode(tiny, beams):
+    # The generation path (folded weights, beams sharing their source) against the plain one,
+    # on padded sources, through a cache that grows past its first buffer, with a pad token.
+    from clo_mlx.m2m100 import pad_batch
+
+    name, _, _, tr = tiny
+    m = tr.model
+    ids, mask = pad_batch(tr.encode(TEXTS), 1)
+    assert not bool(mx.all(mask).item())  # padded: the cross-attention mask matters
+    enc = m.encode(ids, mask)
+    rows = mx.array(np.repeat(np.arange(len(TEXTS)), beams))
+    plain = m.start(enc[rows], mask[rows])
+    fast = m.start(enc, mask, beams=beams)
+    rng = np.random.default_rng(0)
+    for step in range(36):
+        y = rng.integers(0, m.args.vocab_size, len(TEXTS) * beams).astype(np.int32)
+        y[step % len(y)] = m.args.pad_token_id
+        want = np.array(m.decode(mx.array(y)[:, None], plain)[:, -1, :])
+        got = np.array(m.decode_step(mx.array(y), fast))
+        assert _rel(got, want) < 1e-5, (name, step)
+        if step % 5 == 4:  # reorder beams within their sources, as beam search does
+            parent = rng.integers(0, beams, (len(TEXTS), beams)) + np.arange(len(TEXTS))[:, None] * beams  # fmt: skip
+            plain.select(mx.array(parent.reshape(-1)))
+            fast.select(mx.array(parent.reshape(-1)), False)
+
+
+def test_step_weights_follow_new_weights(tiny):
+    from mlx.utils import tree_flatten
+
+    from clo_mlx.m2m100 import pad_batch
+
+    _, path, _, _ = tiny
+    m = load_model(path)
+    ids, mask = pad_batch([[5, 6, 7, 2]], 1)
+    enc = m.encode(ids, mask)
+    before = np.array(m.decode_step(mx.array([2]), m.start(enc, mask)))
+    scaled = [(k, v * 1.5) for k, v in tree_flatten(m.decoder.layers[0].parameters())]
+    m.decoder.layers[0].load_weights(scaled)
+    after = np.array(m.decode_step(mx.array([2]), m.start(enc, mask)))
+    want = np.array(m.decode(mx.array([[2]]), m.start(enc, mask))[:, -1, :])
+    assert _rel(after, want) < 1e-5 and _rel(after, before) > 1e-2
