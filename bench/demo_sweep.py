@@ -18,7 +18,7 @@ gained, English kept: fidelity, answers identical to the base's, reference log-p
 answer choice) next to the two sweeps' folders.
 
 The `clo` method is the paper's loss with beta 0.1, lambda 0.5 (not the demo's DPOP / lambda
-defaults); `clo_dpop` / `clo_anchor` are `clo_mlx.sweep.METHODS`' retention variants.
+defaults); `clo_dpop` / `clo_anchor` are `clo_mlx.eval.sweep.METHODS`' retention variants.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_fast_blas()
     from clo_mlx.demo import DEMO_MODEL
     from clo_mlx.demo.run import DEMO_CONFIG, prepare_demo_data
-    from clo_mlx.sweep import aggregate, load_spec, run_sweep
+    from clo_mlx.eval.sweep import aggregate, load_spec, run_sweep
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL))
@@ -141,8 +141,8 @@ def half_vs_full(args, spec_of) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from clo_mlx.eval.sweep import aggregate, run_sweep
     from clo_mlx.io import atomic_write_text
-    from clo_mlx.sweep import aggregate, run_sweep
 
     n = args.half_vs_full
     out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Calibrate and measure `clo_mlx.translate_filters` on human translations in ../shared/data.
+"""Calibrate and measure `clo_mlx.translate.filters` on human translations in ../shared/data.
 
     python bench/filter_quality.py --calibrate   # rewrite clo_mlx/assets/length_bands.json
     python bench/filter_quality.py               # measure on the held-out part
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clo_mlx.translate_filters import BANDS_FILE, Filters, _ends_sentence, check_pair, text_length
+from clo_mlx.translate.filters import BANDS_FILE, Filters, _ends_sentence, check_pair, text_length
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 LANGS = ("de", "zh", "ko", "id", "sw", "yo")
@@ -182,7 +182,7 @@ def main() -> None:
         }
         BANDS_FILE.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {BANDS_FILE}")
-        from clo_mlx.translate_filters import length_bands
+        from clo_mlx.translate.filters import length_bands
 
         length_bands.cache_clear()
     report = evaluate(pairs[args.split], args.examples)

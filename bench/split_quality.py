@@ -40,7 +40,7 @@ CASES = [
 
 
 def regex_split(text: str) -> list[str]:
-    from clo_mlx.translate import _regex_sentences
+    from clo_mlx.translate.pipeline import _regex_sentences
 
     return _regex_sentences(text)
 
@@ -52,7 +52,7 @@ def main() -> None:
     import pysbd
     from sentencex import segment
 
-    from clo_mlx.translate import sentences
+    from clo_mlx.translate.pipeline import sentences
 
     seg = pysbd.Segmenter(language="en", clean=False)
     splitters = {

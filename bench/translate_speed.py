@@ -61,7 +61,7 @@ def main() -> None:
     from transformers import M2M100ForConditionalGeneration
 
     from clo_mlx.blas import active_blas
-    from clo_mlx.m2m100 import Translator, build_tiny_m2m100, generate
+    from clo_mlx.translate.m2m100 import Translator, build_tiny_m2m100, generate
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

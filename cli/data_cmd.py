@@ -6,13 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.main import app
 
-data_app = typer.Typer(help="Build training inputs from public datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-
-
-@data_app.command()
 def oasst(
     input: Path = typer.Option(
         ...,

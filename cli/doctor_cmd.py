@@ -9,10 +9,7 @@ import sys
 
 import typer
 
-from cli.main import app
 
-
-@app.command()
 def doctor(
     matmul_size: int = typer.Option(1024, help="Size n of the n x n matmul that is timed."),
     bench: bool = typer.Option(True, help="Time an fp32 (and bf16) matmul (not with --model)."),

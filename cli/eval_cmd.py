@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.main import app
 
-
-@app.command("eval")
 def eval_command(
     model: str = typer.Option(
         ..., help="Local base model folder (HF layout) or a cached HF repo id."
@@ -57,8 +54,8 @@ def eval_command(
 ) -> None:
     """Compare adapters (and the base model) on language fidelity, preference accuracy, perplexity
     and multiple-choice accuracy. The reference of the preference metrics is the base model."""
-    from clo_mlx.evaluate import EvalOptions, check_names, compare_models, markdown_table
-    from clo_mlx.multiple_choice import load_mc
+    from clo_mlx.eval.compare import EvalOptions, check_names, compare_models, markdown_table
+    from clo_mlx.eval.multiple_choice import load_mc
 
     check_names(name or None, adapter_path, base)
 

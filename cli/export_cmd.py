@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cli.fuse_cmd import base_model_option, fail
-from cli.main import app
+from .fuse_cmd import base_model_option, fail
 
 
-@app.command("export-hf")
 def export_hf_cmd(
     model: str | None = base_model_option(),
     adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
@@ -26,7 +24,7 @@ def export_hf_cmd(
     """Export adapters as a PEFT LoRA/DoRA adapter, or (--fused) as a full Hugging Face model."""
     from rich.console import Console
 
-    from clo_mlx.export import export_fused_hf, export_peft
+    from clo_mlx.export.peft import export_fused_hf, export_peft
 
     console = Console(stderr=True)
     try:
@@ -41,7 +39,6 @@ def export_hf_cmd(
     console.print(f"{kind} saved to {out}")
 
 
-@app.command("import-hf")
 def import_hf_cmd(
     adapter: Path = typer.Option(..., "--adapter", help="PEFT LoRA adapter directory."),
     model: str | None = typer.Option(
@@ -56,7 +53,7 @@ def import_hf_cmd(
     """Convert a PEFT LoRA/DoRA adapter into mlx-lm adapters (to use or keep training)."""
     from rich.console import Console
 
-    from clo_mlx.export import import_peft
+    from clo_mlx.export.peft import import_peft
 
     console = Console(stderr=True)
     try:

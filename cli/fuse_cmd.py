@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from cli.main import app
-
 
 def fail(e: Exception) -> None:
     """Print a clean one-line error and exit 2, as every bad input does (no traceback)."""
@@ -25,7 +23,6 @@ def base_model_option():
     )
 
 
-@app.command("fuse")
 def fuse_cmd(
     model: str | None = base_model_option(),
     adapter_path: Path = typer.Option(..., "--adapter-path", help="mlx-lm adapter directory."),
@@ -38,7 +35,7 @@ def fuse_cmd(
     """Merge LoRA/DoRA (or full fine-tune) adapters into the base; `mlx_lm.load` opens the result."""
     from rich.console import Console
 
-    from clo_mlx.fuse import fuse
+    from clo_mlx.export.fuse import fuse
 
     console = Console(stderr=True)
     try:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.main import app
 
-
-@app.command()
 def generate(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeat for several)."),
     model: str | None = typer.Option(
@@ -25,9 +22,9 @@ def generate(
 ) -> None:
     """Greedy answers to the prompts (batched, with a KV cache)."""
     from clo_mlx.demo import DEMO_MODEL
-    from clo_mlx.fidelity import generate_responses, judge
-    from clo_mlx.langid import check_language
+    from clo_mlx.eval.fidelity import generate_responses, judge
     from clo_mlx.models import load_model
+    from clo_mlx.translate.langid import check_language
 
     if max_tokens < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--max-tokens")

@@ -1,6 +1,8 @@
 """Entry point of the `clo-mlx` console script.
 
-Each command lives in its own module under `cli/` and registers itself on `app`.
+Each command is a plain function in its own module under `cli/`; this module registers them all.
+The command modules import only typer at load time (MLX comes later, inside the commands), so
+`main` can still re-exec with a fast BLAS before anything imports MLX.
 """
 
 from __future__ import annotations
@@ -10,6 +12,17 @@ import sys
 
 import typer
 
+from .data_cmd import oasst
+from .doctor_cmd import doctor
+from .eval_cmd import eval_command
+from .export_cmd import export_hf_cmd, import_hf_cmd
+from .fuse_cmd import fuse_cmd
+from .generate_cmd import generate
+from .score_cmd import score
+from .sweep_cmd import sweep
+from .train_cmd import train
+from .translate_cmd import translate
+
 app = typer.Typer(
     name="clo-mlx",
     help="Cross-Lingual Optimization (CLO) for MLX: teach an English-centric LLM another language.",
@@ -17,17 +30,23 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-
-
-def _register_commands() -> None:
-    # Importing a command module registers its commands on `app`.
-    import cli.data_cmd  # noqa: F401
-    import cli.doctor_cmd  # noqa: F401
-    import cli.eval_cmd  # noqa: F401
-    import cli.generate_cmd  # noqa: F401
-    import cli.sweep_cmd  # noqa: F401
-    import cli.translate_cmd  # noqa: F401
-    from cli import export_cmd, fuse_cmd, score_cmd, train_cmd  # noqa: F401
+COMMANDS = {
+    "translate": translate,
+    "train": train,
+    "eval": eval_command,
+    "score": score,
+    "generate": generate,
+    "sweep": sweep,
+    "fuse": fuse_cmd,
+    "export-hf": export_hf_cmd,
+    "import-hf": import_hf_cmd,
+    "doctor": doctor,
+}
+for _name, _fn in COMMANDS.items():
+    app.command(_name)(_fn)
+data_app = typer.Typer(help="Build training inputs from public datasets.", no_args_is_help=True)
+data_app.command("oasst")(oasst)
+app.add_typer(data_app, name="data")
 
 
 # Commands that never run MLX: no fast-BLAS re-exec and no line about it.
@@ -50,7 +69,6 @@ def main() -> None:
         ensure_fast_blas()
     # clo-mlx never downloads: models come from local folders or the local Hugging Face cache.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _register_commands()
     from clo_mlx import distributed
 
     distributed.install_sigterm_handler()  # under mlx.launch: a failed rank stops the others

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.main import app
 
-
-@app.command()
 def score(
     model: str = typer.Option(..., help="Local model folder (HF layout) or a cached HF repo id."),
     data: str = typer.Option(..., help="JSONL file of parallel CLO rows or preference rows."),
@@ -19,7 +16,7 @@ def score(
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
 ) -> None:
     """Write {row, kind, chosen_logp, rejected_logp, chosen_tokens, rejected_tokens} per pair."""
-    from clo_mlx.score import score_file
+    from clo_mlx.eval.score import score_file
 
     lines = score_file(
         model, data, output, adapter_path, batch_size, max_seq_length, truncation, dtype

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from cli.main import app
-
 
 def _list(text: str | None, cast=str) -> list | None:
     return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else None
@@ -16,7 +14,6 @@ def _size(token: str) -> float | int:
     return float(token) if "." in token else int(token)
 
 
-@app.command()
 def sweep(
     config: str | None = typer.Option(
         None,
@@ -58,7 +55,7 @@ def sweep(
     ),
 ) -> None:
     """Run (or resume) a sweep; finished cells are skipped on re-run."""
-    from clo_mlx.sweep import load_spec, run_sweep
+    from clo_mlx.eval.sweep import load_spec, run_sweep
 
     spec = load_spec(
         config,

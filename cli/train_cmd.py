@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.main import app
 
-
-@app.command()
 def train(
     config: str | None = typer.Option(
         None, "--config", "-c", help="YAML config (mlx-lm key names)."

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.main import app
 
-
-@app.command()
 def translate(
     source: Path = typer.Option(
         ...,
@@ -73,9 +70,15 @@ def translate(
     from rich.table import Table
 
     from clo_mlx.data import DataError
-    from clo_mlx.langid import check_language as check_code
-    from clo_mlx.translate import Filters, read_finished, read_sft, side_paths, translate_file
-    from clo_mlx.translate_backends import make_llm, make_m2m100
+    from clo_mlx.translate.backends import make_llm, make_m2m100
+    from clo_mlx.translate.langid import check_language as check_code
+    from clo_mlx.translate.pipeline import (
+        Filters,
+        read_finished,
+        read_sft,
+        side_paths,
+        translate_file,
+    )
 
     if backend not in ("m2m100", "llm"):
         raise typer.BadParameter("must be 'm2m100' or 'llm'", param_hint="--backend")

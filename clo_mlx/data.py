@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CloError
-from .langid import check_language
+from .translate.langid import check_language
 
 PARALLEL_FIELDS = ("lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .data import DataError, json_error
 from .io import atomic_write_json, atomic_write_text
-from .langid import check_language, detect_language
+from .translate.langid import check_language, detect_language
 
 READY = "ready_for_export"
 # Why a prompt is left out, in the order the checks run (a prompt counts under its first).

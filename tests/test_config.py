@@ -148,7 +148,6 @@ def test_every_cli_flag_reaches_the_config(tmp_path, monkeypatch):
     monkeypatch.setattr(
         clo_mlx.run, "run_training", lambda cfg, **kw: captured.setdefault("cfg", cfg)
     )
-    cli.main._register_commands()
     path = tmp_path / "c.yaml"
     path.write_text("model: m\ndata: d\nmax_seq_length: 77\n")
     flags = [

@@ -9,7 +9,7 @@ import pytest
 
 from clo_mlx.demo import DEMO_MODEL
 from clo_mlx.demo.corpus import read_jsonl, write_demo_data
-from clo_mlx.langid import detect_language
+from clo_mlx.translate.langid import detect_language
 
 SMALL = {"test": 12, "valid": 8, "train": 30}
 
@@ -123,7 +123,7 @@ def test_shipped_demo_model_is_english_centric(demo_cache):
     from mlx_lm import generate, load
 
     from clo_mlx.demo.run import prepare_demo_data
-    from clo_mlx.fidelity import chat_prompt_ids, language_fidelity
+    from clo_mlx.eval.fidelity import chat_prompt_ids, language_fidelity
 
     size = sum(p.stat().st_size for p in DEMO_MODEL.iterdir())
     assert size <= 20 * 2**20

@@ -343,7 +343,7 @@ TRANSLATE = textwrap.dedent(
     """
     import sys, time
     from test_translate import deterministic_translate
-    from clo_mlx.translate import translate_file
+    from clo_mlx.translate.pipeline import translate_file
 
     def slow(texts):
         time.sleep(float(sys.argv[3]))
@@ -359,7 +359,7 @@ TRANSLATE = textwrap.dedent(
 def test_two_ranks_translate_like_one_process_and_resume_after_kill(two_ranks, tmp_path):
     from test_translate import RESUME_ROWS, deterministic_translate
 
-    from clo_mlx.translate import side_paths, translate_file
+    from clo_mlx.translate.pipeline import side_paths, translate_file
 
     src = write_jsonl(tmp_path / "en.jsonl", RESUME_ROWS)
     ref = tmp_path / "ref" / "sw.jsonl"

@@ -13,7 +13,7 @@ from mlx.utils import tree_flatten
 from mlx_lm import load
 
 from clo_mlx.data import load_pairs
-from clo_mlx.evaluate import (
+from clo_mlx.eval.compare import (
     EvalOptions,
     compare_models,
     fidelity_metrics,
@@ -21,8 +21,8 @@ from clo_mlx.evaluate import (
     markdown_table,
     strip_adapters,
 )
-from clo_mlx.langid import detect_language
 from clo_mlx.tokens import encode_pair
+from clo_mlx.translate.langid import detect_language
 
 BETA = 0.2
 
@@ -190,7 +190,7 @@ def test_compare_models_against_independent_computation(tiny_llama, adapter_dir,
 
 def test_answer_mc_items_by_hand():
     from clo_mlx.data import rows_to_pairs
-    from clo_mlx.evaluate import answer_mc_items
+    from clo_mlx.eval.compare import answer_mc_items
 
     pairs = rows_to_pairs("parallel", parallel_rows(4))
     items = answer_mc_items(pairs, n=3, n_choices=2, langs=["en"])
@@ -259,7 +259,6 @@ def test_eval_cli_writes_the_report(tiny_llama, adapter_dir, heldout, tmp_path):
 
     import cli.main
 
-    cli.main._register_commands()
     out = tmp_path / "cli_report"
     args = ["eval", "--model", str(tiny_llama), "-a", str(adapter_dir), "--name", "mine",
             "--data", str(heldout / "test.jsonl"), "--fidelity-prompts", "0",
@@ -279,9 +278,8 @@ def test_sweep_cli_merges_yaml_and_flags(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import cli.main
-    import clo_mlx.sweep
+    import clo_mlx.eval.sweep
 
-    cli.main._register_commands()
     seen = {}
 
     def fake_run(spec):
@@ -290,7 +288,7 @@ def test_sweep_cli_merges_yaml_and_flags(tmp_path, monkeypatch):
         (tmp_path / "o" / "results.md").write_text("# table\n")
         return []
 
-    monkeypatch.setattr(clo_mlx.sweep, "run_sweep", fake_run)
+    monkeypatch.setattr(clo_mlx.eval.sweep, "run_sweep", fake_run)
     (tmp_path / "s.yaml").write_text(
         "model: m\ndata: d\nout: " + str(tmp_path / "o") + "\nmethods: [clo]\n"
         "train: {learning_rate: 1.0e-4, batch_size: 2}\neval: {max_tokens: 9}\n"

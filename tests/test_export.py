@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from clo_mlx.export import (
+from clo_mlx.export.peft import (
     AdapterError,
     export_fused_hf,
     export_peft,
@@ -282,7 +282,7 @@ def test_full_fine_tune_exports_fused_but_not_peft(models, tmp_path):
 
 
 def test_fused_hf_keeps_the_base_dtype(tmp_path):
-    from clo_mlx.fuse import fuse
+    from clo_mlx.export.fuse import fuse
 
     base = build_tiny_model(tmp_path / "bf16", seed=6)
     cfg = json.loads((base / "config.json").read_text())
@@ -307,7 +307,7 @@ def test_fused_hf_keeps_the_base_dtype(tmp_path):
 def test_sharded_hf_weights_load_in_transformers(models, tmp_path):
     import shutil
 
-    from clo_mlx.export import write_hf_weights
+    from clo_mlx.export.peft import write_hf_weights
 
     pytest.importorskip("torch")
     base = models["llama"]
@@ -435,8 +435,6 @@ def test_outputs_are_atomic_and_guarded(models, tmp_path):
 def test_cli_export_import(models, tmp_path):
     from typer.testing import CliRunner
 
-    import cli.export_cmd  # noqa: F401
-    import cli.fuse_cmd  # noqa: F401
     from cli.main import app
 
     base = models["llama"]

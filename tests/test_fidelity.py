@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clo_mlx import fidelity
-from clo_mlx.fidelity import judge, language_fidelity
+from clo_mlx.eval import fidelity
+from clo_mlx.eval.fidelity import judge, language_fidelity
 
 NTREX = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ntrex128_parallel_7lang.jsonl"

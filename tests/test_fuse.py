@@ -11,7 +11,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from clo_mlx.adapters import AdapterError
-from clo_mlx.fuse import fuse
+from clo_mlx.export.fuse import fuse
 from clo_mlx.tiny import build_tiny_model
 
 TOKENS = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11, 300, 2]]
@@ -153,8 +153,6 @@ def test_fuse_full_fine_tune_and_errors(models, tmp_path):
 def test_cli_fuse(models, tmp_path):
     from typer.testing import CliRunner
 
-    import cli.export_cmd  # noqa: F401  (two commands: typer keeps subcommand names)
-    import cli.fuse_cmd  # noqa: F401
     from cli.main import app
 
     base = models["llama"]

@@ -12,7 +12,7 @@ datasets = pytest.importorskip("datasets", reason="datasets not installed (pip i
 
 from clo_mlx import hf_data  # noqa: E402
 from clo_mlx.data import DataError, load_pairs, load_splits  # noqa: E402
-from clo_mlx.translate import read_sft  # noqa: E402
+from clo_mlx.translate.pipeline import read_sft  # noqa: E402
 
 SFT = [
     {"question": "Name three colours.", "answer": "Red, green and blue."},
@@ -165,10 +165,9 @@ def test_cli_translate_and_train_take_hf_datasets(tmp_path, tiny_llama):
     pytest.importorskip("transformers", reason="the tiny M2M100 is built with transformers")
     from typer.testing import CliRunner
 
-    from cli.main import _register_commands, app
-    from clo_mlx.m2m100 import build_tiny_m2m100
+    from cli.main import app
+    from clo_mlx.translate.m2m100 import build_tiny_m2m100
 
-    _register_commands()
     src = tmp_path / "sft.parquet"
     datasets.Dataset.from_list(SFT).to_parquet(str(src))
     out = tmp_path / "sw.jsonl"

@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import parallel_rows, set_random_trainable, write_jsonl
 
-from clo_mlx.judge import (
+from clo_mlx.eval.judge import (
     JUDGE_TEMPLATE,
     judge_answers,
     pair_score,
@@ -94,7 +94,7 @@ def test_eval_with_a_tiny_judge(tiny_llama, tmp_path):
 
     from clo_mlx.adapters import apply_trainable, save_adapters
     from clo_mlx.config import build_config
-    from clo_mlx.evaluate import EvalOptions, compare_models
+    from clo_mlx.eval.compare import EvalOptions, compare_models
 
     model, _ = load(str(tiny_llama))
     cfg = build_config(overrides={"lora_parameters": {"rank": 4, "scale": 10.0}})
@@ -125,7 +125,7 @@ def test_eval_with_a_tiny_judge(tiny_llama, tmp_path):
 
 def test_judge_needs_answers(tiny_llama, tmp_path):
     from clo_mlx.errors import CloError
-    from clo_mlx.evaluate import EvalOptions, compare_models
+    from clo_mlx.eval.compare import EvalOptions, compare_models
 
     write_jsonl(tmp_path / "test.jsonl", parallel_rows(2))
     with pytest.raises(CloError, match="fidelity-prompts"):

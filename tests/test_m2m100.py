@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from clo_mlx.m2m100 import (
+from clo_mlx.translate.m2m100 import (
     Translator,
     build_tiny_m2m100,
     generate,
@@ -102,7 +102,7 @@ def test_kv_cache_decoding_matches_full_pass(tiny):
     _, _, _, tr = tiny
     m = tr.model
     src = tr.encode(TEXTS[:3])
-    from clo_mlx.m2m100 import pad_batch
+    from clo_mlx.translate.m2m100 import pad_batch
 
     ids, mask = pad_batch(src, 1)
     dec = mx.array([[2, 250, 5, 9, 11, 7]] * 3)
@@ -180,7 +180,7 @@ def test_load_errors(tmp_path, tiny):
 def test_generation_config_is_the_default(tiny, tmp_path):
     import shutil
 
-    from clo_mlx.m2m100 import generation_settings
+    from clo_mlx.translate.m2m100 import generation_settings
 
     name, path, _, _ = tiny
     ckpt = Path(shutil.copytree(path, tmp_path / "ckpt"))
@@ -207,7 +207,7 @@ def test_generation_config_is_the_default(tiny, tmp_path):
 
 
 def test_beam_sources_that_are_done_leave_the_batch(tiny, monkeypatch):
-    import clo_mlx.m2m100 as m2m
+    import clo_mlx.translate.m2m100 as m2m
 
     name, _, hf, tr = tiny
     forced = tr.lang_token_id("sw")
@@ -233,7 +233,7 @@ def test_beam_sources_that_are_done_leave_the_batch(tiny, monkeypatch):
 
 
 def test_mean_logprobs_match_transformers(tiny):
-    from clo_mlx.m2m100 import mean_logprobs
+    from clo_mlx.translate.m2m100 import mean_logprobs
 
     name, _, hf, tr = tiny
     forced = tr.lang_token_id("sw")
@@ -253,7 +253,7 @@ def test_mean_logprobs_match_transformers(tiny):
     pairs = tr.translate(TEXTS, "sw", max_new_tokens=12, with_scores=True)
     assert [p[0] for p in pairs] == tr.translate(TEXTS, "sw", max_new_tokens=12)
     assert [p[1] for p in pairs] == pytest.approx(ours, abs=1e-5)
-    from clo_mlx.translate_backends import make_m2m100
+    from clo_mlx.translate.backends import make_m2m100
 
     fn = make_m2m100(tr.path, "sw", max_new_tokens=12, with_scores=True)
     assert fn(TEXTS) == pairs
@@ -263,7 +263,7 @@ def test_mean_logprobs_match_transformers(tiny):
 def test_decode_step_equals_decode(tiny, beams):
     # The generation path (folded weights, beams sharing their source) against the plain one,
     # on padded sources, through a cache that grows past its first buffer, with a pad token.
-    from clo_mlx.m2m100 import pad_batch
+    from clo_mlx.translate.m2m100 import pad_batch
 
     name, _, _, tr = tiny
     m = tr.model
@@ -289,7 +289,7 @@ def test_decode_step_equals_decode(tiny, beams):
 def test_step_weights_follow_new_weights(tiny):
     from mlx.utils import tree_flatten
 
-    from clo_mlx.m2m100 import pad_batch
+    from clo_mlx.translate.m2m100 import pad_batch
 
     _, path, _, _ = tiny
     m = load_model(path)

@@ -83,7 +83,8 @@ def test_training_reference_and_eval_run_under_the_limit(
     monkeypatch, limits, tiny_llama, parallel_data, tmp_path
 ):
     """Each entry point holds the recommended limit while it runs and restores it after."""
-    from clo_mlx import fidelity, reference, run, trainer
+    from clo_mlx import reference, run, trainer
+    from clo_mlx.eval import fidelity
 
     fake_device(monkeypatch, {"max_recommended_working_set_size": 3 * GB})
     seen = {}

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_DATA, write_jsonl
 from mlx_lm import load
 
-from clo_mlx.multiple_choice import (
+from clo_mlx.eval.multiple_choice import (
     COPA_QUESTIONS,
     MCDataError,
     MCItem,

@@ -13,7 +13,7 @@ from conftest import REPO
 
 from clo_mlx.data import DataError
 from clo_mlx.oasst import build_rows, oasst_to_sft, read_messages
-from clo_mlx.translate import read_sft
+from clo_mlx.translate.pipeline import read_sft
 
 CLI = [sys.executable, "-c", "from cli.main import main; main()"]
 

@@ -161,7 +161,7 @@ def torch_logps(path: Path, ids: list[int], start: int) -> float:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_score_matches_transformers(real, family, tmp_path):
     """`score` (transformers-5-style config) vs transformers on the same weights and ids."""
-    from clo_mlx.score import score_file
+    from clo_mlx.eval.score import score_file
 
     path = real[family]["hf5"]
     rows = [{"prompt": p, "chosen": c, "rejected": r}
@@ -341,9 +341,9 @@ def test_train_export_fuse_eval(real, family, tmp_path):
     from mlx_lm import load as mlx_lm_load
     from peft import PeftModel
 
-    from clo_mlx.evaluate import EvalOptions, compare_models
-    from clo_mlx.export import export_fused_hf, export_peft
-    from clo_mlx.fuse import fuse
+    from clo_mlx.eval.compare import EvalOptions, compare_models
+    from clo_mlx.export.fuse import fuse
+    from clo_mlx.export.peft import export_fused_hf, export_peft
     from clo_mlx.run import run_training
 
     path = real[family]["hf5"]
@@ -453,7 +453,7 @@ EOS_CASES = [(f, e) for f in FAMILIES for e in FAMILIES[f]["eos_ids"]]
 def test_generation_stops_at_every_eos_id(real, family, eos):
     """generate / fidelity (batched greedy) end the answer at each eos id of the model:
     config.json and generation_config.json ids, Llama 3's <|eom_id|> included."""
-    from clo_mlx.fidelity import generate_responses
+    from clo_mlx.eval.fidelity import generate_responses
 
     path = real[family]["hf5"]
     _, tok = cached("mlx", path)
@@ -468,7 +468,7 @@ def test_generation_stops_at_every_eos_id(real, family, eos):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_translate_llm_backend_sends_the_template_and_strips_the_answer(real, family, monkeypatch):
     import clo_mlx.models
-    from clo_mlx.translate_backends import LLM_PROMPT, llm_prompts, make_llm
+    from clo_mlx.translate.backends import LLM_PROMPT, llm_prompts, make_llm
 
     path = real[family]["hf5"]
     _, tok = cached("mlx", path)
@@ -526,7 +526,7 @@ def test_exported_config_reads_the_same_in_transformers_4(real, family, tmp_path
 def test_eos_ids_of_config_and_generation_config_count(real, tmp_path):
     """config.json lists <|eom_id|> but generation_config.json does not (mlx-lm alone would take
     only the latter's): generation stops at <|eom_id|> too."""
-    from clo_mlx.fidelity import generate_responses
+    from clo_mlx.eval.fidelity import generate_responses
 
     path = with_config(real["llama3"]["hf5"], tmp_path / "m", lambda c: None)
     (path / "generation_config.json").unlink()

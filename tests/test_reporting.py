@@ -221,9 +221,8 @@ def test_cli_flags_reach_the_trainer(tiny_llama, tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install tensorboard)")
     from typer.testing import CliRunner
 
-    from cli.main import _register_commands, app
+    from cli.main import app
 
-    _register_commands()
     data = write_jsonl(tmp_path / "d" / "train.jsonl", parallel_rows(4))
     write_jsonl(data.parent / "valid.jsonl", parallel_rows(2))
     args = ["train", "--model", str(tiny_llama), "--data", str(data.parent), "--iters", "2"]

@@ -10,10 +10,10 @@ import pytest
 from conftest import parallel_rows, write_jsonl
 from mlx_lm import load
 
-import clo_mlx.sweep as sweep
+import clo_mlx.eval.sweep as sweep
 from clo_mlx.config import ConfigError
 from clo_mlx.data import load_pairs
-from clo_mlx.sweep import (
+from clo_mlx.eval.sweep import (
     SweepSpec,
     load_spec,
     nested_subsets,

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clo_mlx.data import DataError
-from clo_mlx.translate import (
+from clo_mlx.translate.pipeline import (
     Filters,
     append_jsonl_lines,
     digit_runs,
@@ -316,7 +316,7 @@ RUNNER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_translate import deterministic_translate
-    from clo_mlx.translate import translate_file
+    from clo_mlx.translate.pipeline import translate_file
 
     def slow(texts):
         time.sleep(0.15)
@@ -389,7 +389,7 @@ def test_append_jsonl_lines(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_m2m100(tmp_path_factory):
     pytest.importorskip("transformers")
-    from clo_mlx.m2m100 import build_tiny_m2m100
+    from clo_mlx.translate.m2m100 import build_tiny_m2m100
 
     return build_tiny_m2m100(tmp_path_factory.mktemp("m2m100"), seed=0)
 
@@ -397,9 +397,8 @@ def tiny_m2m100(tmp_path_factory):
 def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     from typer.testing import CliRunner
 
-    from cli.main import _register_commands, app
+    from cli.main import app
 
-    _register_commands()
     src = write_jsonl(
         tmp_path / "en.jsonl",
         [{"id": i, "prompt": p, "response": r} for i, p, r in FILTER_ROWS],
@@ -435,7 +434,7 @@ def test_llm_backend_batched_equals_unbatched_greedy(tiny_llama, tmp_path):
     from mlx_lm import generate
 
     from clo_mlx.models import load_model
-    from clo_mlx.translate_backends import llm_prompts, make_llm
+    from clo_mlx.translate.backends import llm_prompts, make_llm
 
     texts = ["How many legs does a spider have?", "Red.", "Name three colours, please.", "Hi"]
     batched = make_llm(tiny_llama, "sw", batch_size=3, max_tokens=12)(texts)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clo_mlx.translate_filters import (
+from clo_mlx.translate.filters import (
     Filters,
     check_language,
     check_length,
@@ -116,7 +116,7 @@ def test_length_rules_hand_written():
 
 
 def test_truncated_rule(monkeypatch):
-    import clo_mlx.translate_filters as tf
+    import clo_mlx.translate.filters as tf
 
     table = {"de": [{"max_src": None, "low": 0.5, "soft": 0.9, "high": 2.0}]}
     monkeypatch.setattr(tf, "length_bands", lambda: table)

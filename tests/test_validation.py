@@ -84,13 +84,13 @@ def test_bad_flag_values_exit_2_before_any_work(tmp_path, monkeypatch, capsys, f
 def test_eval_with_another_models_adapters_fails_before_evaluating_the_base(
     tiny_llama, lora_dir, tmp_path, monkeypatch, capsys
 ):
-    import clo_mlx.evaluate
+    import clo_mlx.eval.compare
     from clo_mlx.tiny import build_tiny_model
 
     shallow = build_tiny_model(tmp_path / "shallow", texts=TEXTS, num_layers=1)
     data = write_jsonl(tmp_path / "heldout.jsonl", parallel_rows(2))
-    forbid(monkeypatch, clo_mlx.evaluate, "build_eval_set")  # the reference pass
-    forbid(monkeypatch, clo_mlx.evaluate, "evaluate_model")
+    forbid(monkeypatch, clo_mlx.eval.compare, "build_eval_set")  # the reference pass
+    forbid(monkeypatch, clo_mlx.eval.compare, "evaluate_model")
     args = ["eval", "--model", str(shallow), "-a", str(lora_dir), "--data", str(data)]
     code, err = run_cli([*args, "--out", str(tmp_path / "rep")], monkeypatch, capsys)
     assert code == 2
@@ -126,9 +126,9 @@ def test_generate_checks_languages_before_generating(monkeypatch, capsys):
 
 
 def test_score_refuses_a_folder_as_output(tmp_path, monkeypatch, capsys):
-    import clo_mlx.score
+    import clo_mlx.eval.score
 
-    forbid(monkeypatch, clo_mlx.score, "load_model")
+    forbid(monkeypatch, clo_mlx.eval.score, "load_model")
     data = write_jsonl(tmp_path / "d.jsonl", parallel_rows(1))
     (tmp_path / "out").mkdir()
     args = ["score", "--model", "nowhere", "--data", str(data), "--output", str(tmp_path / "out")]
@@ -157,14 +157,14 @@ def sft_file(tmp_path):
 def test_translate_input_errors_exit_2_before_loading(
     tiny_llama, sft_file, tmp_path, monkeypatch, capsys, extra, message
 ):
-    import clo_mlx.translate_backends
+    import clo_mlx.translate.backends
 
     if extra == []:  # loading the model is what fails here: only the weights must not load
-        import clo_mlx.m2m100
+        import clo_mlx.translate.m2m100
 
-        forbid(monkeypatch, clo_mlx.m2m100.ModelArgs, "from_dict")
+        forbid(monkeypatch, clo_mlx.translate.m2m100.ModelArgs, "from_dict")
     else:
-        forbid(monkeypatch, clo_mlx.translate_backends, "make_m2m100")
+        forbid(monkeypatch, clo_mlx.translate.backends, "make_m2m100")
     args = ["translate", "--source", str(sft_file), "--model", str(tiny_llama), "--no-progress"]
     args += ["--lang", "sw", "--output", str(tmp_path / "out.jsonl")]
     args += [x.format(tmp=tmp_path) for x in extra]
@@ -176,9 +176,9 @@ def test_translate_input_errors_exit_2_before_loading(
 def test_translate_reads_its_source_before_loading_the_model(
     tiny_llama, tmp_path, monkeypatch, capsys
 ):
-    import clo_mlx.translate_backends
+    import clo_mlx.translate.backends
 
-    forbid(monkeypatch, clo_mlx.translate_backends, "make_m2m100")
+    forbid(monkeypatch, clo_mlx.translate.backends, "make_m2m100")
     src = tmp_path / "en.jsonl"
     src.write_text(
         '{"prompt": "Hi", "response": "Hello."}\n{"prompt": "\\ud800", "response": "x"}\n'
@@ -246,7 +246,7 @@ def test_dropped_pairs_are_named_by_file_and_line(tiny_llama, tmp_path):
 
 def test_sweep_typos_are_named_by_where_they_are(tmp_path):
     from clo_mlx.config import ConfigError
-    from clo_mlx.sweep import load_spec
+    from clo_mlx.eval.sweep import load_spec
 
     path = tmp_path / "s.yaml"
     path.write_text("model: m\ndata: d\nout: o\ntrain: {learning_rte: 0.1}\n")
@@ -275,7 +275,7 @@ def test_sweep_typos_are_named_by_where_they_are(tmp_path):
 )
 def test_sweep_sizes_must_be_fractions_or_counts(sizes, message):
     from clo_mlx.config import ConfigError
-    from clo_mlx.sweep import load_spec
+    from clo_mlx.eval.sweep import load_spec
 
     with pytest.raises(ConfigError) as e:
         load_spec(overrides={"model": "m", "data": "d", "out": "o", "sizes": sizes})
@@ -293,11 +293,11 @@ def test_demo_lora_rank_too_large_fails_before_measuring_fidelity(
     parallel_data, tmp_path, monkeypatch, capsys
 ):
     import clo_mlx.demo.run
-    import clo_mlx.fidelity
+    import clo_mlx.eval.fidelity
 
     write_jsonl(parallel_data / "test.jsonl", parallel_rows(60))  # the demo reads 60 prompts
     monkeypatch.setattr(clo_mlx.demo.run, "prepare_demo_data", lambda **kw: parallel_data)
-    forbid(monkeypatch, clo_mlx.fidelity, "language_fidelity")
+    forbid(monkeypatch, clo_mlx.eval.fidelity, "language_fidelity")
     args = ["train", "--lora-rank", "100000", "--adapter-path", str(tmp_path / "a")]
     code, err = run_cli(args, monkeypatch, capsys)
     # The demo model: hidden size 128, 4 heads of 32, so q_proj is 128 -> 128.

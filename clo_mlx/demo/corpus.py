@@ -2,7 +2,7 @@
 
 Everything here is written by the project: templated but varied instructions with parallel
 English and Swahili versions (numbers, lists, simple facts, descriptions, short sentences,
-greetings). Every row is checked with `clo_mlx.langid`: both English texts must be judged
+greetings). Every row is checked with `clo_mlx.translate.langid`: both English texts must be judged
 English and both Swahili texts Swahili (among en/sw), otherwise the row is dropped.
 
 `write_demo_data(out_dir, seed)` writes an mlx-lm-style data folder of CLO parallel rows
@@ -17,8 +17,8 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from clo_mlx.io import atomic_write_text
-from clo_mlx.langid import detect_language
+from ..io import atomic_write_text
+from ..translate.langid import detect_language
 
 LANG = "sw"
 DEFAULT_SIZES = {"test": 120, "valid": 80, "train": 800}

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clo_mlx.demo.corpus import split_rows
-from clo_mlx.io import atomic_save_safetensors, atomic_write_json
-from clo_mlx.tiny import CHATML_TEMPLATE, build_tiny_model
+from ..io import atomic_save_safetensors, atomic_write_json
+from ..tiny import CHATML_TEMPLATE, build_tiny_model
+from .corpus import split_rows
 
 MODEL_CONFIG = dict(
     hidden_size=128,

@@ -18,10 +18,10 @@ import os
 import time
 from pathlib import Path
 
-from clo_mlx.config import merge_overrides
-from clo_mlx.demo import DEMO_MODEL
-from clo_mlx.demo.corpus import LANG, read_jsonl, split_rows, write_jsonl
-from clo_mlx.io import atomic_write_json
+from ..config import merge_overrides
+from ..io import atomic_write_json
+from . import DEMO_MODEL
+from .corpus import LANG, read_jsonl, split_rows, write_jsonl
 
 CORPUS_SEED = 0  # the shipped model was pretrained on this seed's `pretrain` split
 CORPUS_VERSION = 2
@@ -132,7 +132,7 @@ def _columns(s: dict, when: str) -> dict:
 
 def _heldout_scores(model, tokenizer, encoded, cfg) -> dict:
     """Chosen log-probs of the held-out pairs: {"en": [...], LANG: [...]}, and their tokens."""
-    from clo_mlx.reference import score_pairs
+    from ..reference import score_pairs
 
     sc = score_pairs(model, encoded, cfg.batch_size, cfg.max_seq_length, cfg.logprob_chunk_size)
     out: dict = {}
@@ -177,17 +177,17 @@ def run_demo(
     """
     from rich.console import Console
 
-    from clo_mlx.adapters import check_trainable_fits
-    from clo_mlx.config import build_config
-    from clo_mlx.data import load_pairs
-    from clo_mlx.evaluate import answer_mc_items
-    from clo_mlx.fidelity import language_fidelity
-    from clo_mlx.models import load_model
-    from clo_mlx.multiple_choice import evaluate_mc
-    from clo_mlx.plots import plot_training, read_metrics
-    from clo_mlx.run import attach_adapters, prepare
-    from clo_mlx.tokens import encode_pairs
-    from clo_mlx.trainer import train
+    from ..adapters import check_trainable_fits
+    from ..config import build_config
+    from ..data import load_pairs
+    from ..eval.compare import answer_mc_items
+    from ..eval.fidelity import language_fidelity
+    from ..eval.multiple_choice import evaluate_mc
+    from ..models import load_model
+    from ..plots import plot_training, read_metrics
+    from ..run import attach_adapters, prepare
+    from ..tokens import encode_pairs
+    from ..trainer import train
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()

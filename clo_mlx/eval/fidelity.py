@@ -1,15 +1,15 @@
 """Language fidelity: the share of responses written in the language of their prompt.
 
 Responses are generated greedily in batches (mlx-lm's `batch_generate`, KV cache) from the
-chat-templated prompt, and judged by `clo_mlx.langid` restricted to the candidate languages.
+chat-templated prompt, and judged by `clo_mlx.translate.langid` restricted to the candidate languages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clo_mlx.langid import check_language, detect_language
-from clo_mlx.memory import with_wired_limit
+from ..memory import with_wired_limit
+from ..translate.langid import check_language, detect_language
 
 
 def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:

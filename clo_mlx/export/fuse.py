@@ -17,7 +17,7 @@ from pathlib import Path
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
-from clo_mlx.adapters import (
+from ..adapters import (
     load_adapters_checked,
     read_adapter_config,
 )
@@ -28,7 +28,7 @@ def resolve_model(model: str | Path | None, adapter_config: dict | None = None) 
 
     Without `model`, the `model` field of the adapter config (mlx-lm and clo-mlx save it).
     """
-    from clo_mlx.models import resolve_model_path
+    from ..models import resolve_model_path
 
     if model is None:
         model = (adapter_config or {}).get("model")
@@ -100,7 +100,7 @@ def fuse(
     """
     from mlx_lm.utils import dequantize_model, save
 
-    from clo_mlx.models import hf_rope_config, load_mlx_model, load_tokenizer_checked, read_config
+    from ..models import hf_rope_config, load_mlx_model, load_tokenizer_checked, read_config
 
     model_path = resolve_model(model_path, read_adapter_config(adapter_path))
     model, config = load_mlx_model(model_path, lazy=True)

@@ -67,7 +67,7 @@ def make_m2m100(
 
 def llm_prompts(tokenizer, texts: list[str], lang: str) -> list[list[int]]:
     """Chat-formatted translation prompts as token ids (the model's own chat template)."""
-    from .tokens import prompt_ids
+    from ..tokens import prompt_ids
 
     language = LANGUAGE_NAMES.get(lang, lang)
     return [prompt_ids(tokenizer, LLM_PROMPT.format(language=language, text=t)) for t in texts]
@@ -93,7 +93,7 @@ def make_llm(
     """A translator that prompts a local mlx-lm chat model (greedy, batched)."""
     from mlx_lm.generate import batch_generate
 
-    from .models import load_model
+    from ..models import load_model
 
     model, tokenizer = load_model(str(model_path), dtype=dtype)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import distributed
-from .data import DataError, load_pairs
-from .io import atomic_write_text
-from .models import load_model
-from .reference import score_pairs
-from .tokens import encode_pairs
+from .. import distributed
+from ..data import DataError, load_pairs
+from ..io import atomic_write_text
+from ..models import load_model
+from ..reference import score_pairs
+from ..tokens import encode_pairs
 
 
 def score_file(

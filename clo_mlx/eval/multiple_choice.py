@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed
-from .batching import length_sorted_batches
-from .data import json_error
-from .reference import collated_logps, make_logp_fn
-from .tokens import encode_pair
+from .. import distributed
+from ..batching import length_sorted_batches
+from ..data import json_error
+from ..reference import collated_logps, make_logp_fn
+from ..tokens import encode_pair
 
 # COPA's two question types, asked after the premise in the item's language.
 COPA_QUESTIONS: dict[str, dict[str, str]] = {
@@ -64,7 +64,7 @@ def copa_prompt(premise: str, question: str, lang: str) -> str:
     if lang not in COPA_QUESTIONS:
         raise ValueError(
             f"no COPA question template for language {lang!r} (have {sorted(COPA_QUESTIONS)}); "
-            "add one to clo_mlx.multiple_choice.COPA_QUESTIONS"
+            "add one to clo_mlx.eval.multiple_choice.COPA_QUESTIONS"
         )
     if question not in ("cause", "effect"):
         raise ValueError(f"COPA question must be 'cause' or 'effect', got {question!r}")

@@ -37,7 +37,7 @@ REASONS = (
     "numbers",
     "low_confidence",
 )
-BANDS_FILE = Path(__file__).parent / "assets" / "length_bands.json"
+BANDS_FILE = Path(__file__).parents[1] / "assets" / "length_bands.json"
 _DENSE = {"zh", "ja", "yue", "wuu", "ko"}  # scripts needing far fewer characters than English
 
 

@@ -1,7 +1,7 @@
 """`clo-mlx sweep`: methods x training-set sizes x seeds, evaluated on the same held-out data.
 
 Every cell (method, rows, seed) trains from the base model on a row subset and is evaluated with
-`clo_mlx.evaluate.evaluate_model` against reference log-probs computed once on the base model.
+`clo_mlx.eval.compare.evaluate_model` against reference log-probs computed once on the base model.
 Row subsets are nested and fixed by the seed: the rows of a seed's random permutation are taken
 from the front, so the 1/8 subset is inside the 1/4 subset, and so on.
 
@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, build_config, load_yaml, merge_overrides
-from .data import Pair, load_pairs, load_splits
-from .evaluate import (
+from ..config import ConfigError, build_config, load_yaml, merge_overrides
+from ..data import Pair, load_pairs, load_splits
+from ..io import atomic_write_json, atomic_write_text
+from ..plots import save_figure
+from .compare import (
     BASE_NAME,
     EvalOptions,
     _jsonable,
@@ -40,8 +42,6 @@ from .evaluate import (
     strip_adapters,
     target_languages,
 )
-from .io import atomic_write_json, atomic_write_text
-from .plots import save_figure
 
 SFT_TARGET = {"loss": "sft", "sft": {"languages": "target"}}
 METHODS: dict[str, list[dict]] = {
@@ -250,8 +250,8 @@ def train_cell(
     """Train the stages of `method` on `pairs` (adapters stay attached); return stage summaries."""
     import mlx.core as mx
 
-    from .run import attach_adapters, prepare
-    from .trainer import train, unit_batches
+    from ..run import attach_adapters, prepare
+    from ..trainer import train, unit_batches
 
     stages, resume = [], None
     for s, stage in enumerate(spec.stages(method)):
@@ -298,7 +298,7 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
     """Run (or resume) every cell of the sweep; write the results table and plot; return records."""
     from rich.console import Console
 
-    from .models import load_model, model_fingerprint
+    from ..models import load_model, model_fingerprint
     from .multiple_choice import load_mc
 
     console = console or Console(stderr=True)

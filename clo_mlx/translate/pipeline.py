@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import distributed
-from .data import DataError, check_unicode, read_jsonl
-from .io import atomic_write_json, atomic_write_text
+from .. import distributed
+from ..data import DataError, check_unicode, read_jsonl
+from ..io import atomic_write_json, atomic_write_text
+from .filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
 from .langid import check_language
-from .translate_filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
 
 TranslateFn = Callable[[list[str]], list[str] | list[tuple[str, float]]]
 OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
@@ -119,7 +119,7 @@ def _text(obj: dict, key: str, where: str, allow_empty: bool = False) -> str:
 def sft_pair(obj: dict, where: str) -> tuple[str, str]:
     """(prompt, response) of one English SFT row in any supported format."""
     if "conversations" in obj and "messages" not in obj:  # ShareGPT
-        from .hf_data import sharegpt_messages
+        from ..hf_data import sharegpt_messages
 
         obj = {**obj, "messages": sharegpt_messages(obj["conversations"], where)}
     if "messages" in obj:
@@ -157,7 +157,7 @@ def read_sft(
     Rows without an `id` get `"<line>-<hash of the texts>"`, so an edited line is redone.
     `path` may also be a Hugging Face dataset (see hf_data; `split`, `columns`).
     """
-    from . import hf_data
+    from .. import hf_data
 
     path = Path(path)
     if hf_data.is_hf_source(path):

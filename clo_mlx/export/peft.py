@@ -25,14 +25,14 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from rich.console import Console
 
-from clo_mlx.adapters import (
+from ..adapters import (
     ADAPTER_FILE,
     CONFIG_FILE,
     AdapterError,
     load_adapters_checked,
     read_adapter_config,
 )
-from clo_mlx.fuse import atomic_output_dir, fuse_modules, resolve_model
+from .fuse import atomic_output_dir, fuse_modules, resolve_model
 
 SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 PEFT_CONFIG = "adapter_config.json"
@@ -156,7 +156,7 @@ def default_base_id(model: str | Path, config: dict, model_path: Path) -> str:
 def _load_base(
     model: str | Path | None, adapter_config: dict | None
 ) -> tuple[nn.Module, dict, Path]:
-    from clo_mlx.models import load_mlx_model
+    from ..models import load_mlx_model
 
     model_path = resolve_model(model, adapter_config)
     model, config = load_mlx_model(model_path, lazy=True)
@@ -281,7 +281,7 @@ def export_fused_hf(
     """
     from mlx_lm.utils import dequantize_model
 
-    from clo_mlx.models import hf_rope_config, read_config
+    from ..models import hf_rope_config, read_config
 
     model, config, model_path = _load_base(model_path, read_adapter_config(adapter_path))
     dtype = _original_dtype(config, model)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .io import atomic_write_text
+from ..io import atomic_write_text
 
 JUDGE_TEMPLATE = """Two assistants answered the same question. A good answer is correct and \
 helpful, and it is written in the language of the question.

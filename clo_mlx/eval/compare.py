@@ -1,7 +1,7 @@
 """`clo-mlx eval`: compare a base model and several adapters on held-out data, side by side.
 
 Metrics (one flat dict per model):
-- `fidelity/<lang>`: share of greedy answers written in the prompt's language (`clo_mlx.fidelity`),
+- `fidelity/<lang>`: share of greedy answers written in the prompt's language (`clo_mlx.eval.fidelity`),
   for target-language and English prompts of the held-out rows;
 - preference metrics of the held-out pairs (`clo_mlx.trainer.evaluate`): `rewards/accuracies`,
   `rewards/margins`, ... overall and per pair kind (`/en`, `/tgt`); with several target languages
@@ -9,7 +9,7 @@ Metrics (one flat dict per model):
   base model: its log-probs are computed once, before any adapter is loaded;
 - `ppl/<lang>`: token-weighted perplexity of the held-out chosen responses in each language,
   exp(-sum log p / sum tokens), on the same log-prob path as training;
-- `mc/<lang>/acc`, `mc/<lang>/acc_norm`: multiple-choice accuracy (`clo_mlx.multiple_choice`);
+- `mc/<lang>/acc`, `mc/<lang>/acc_norm`: multiple-choice accuracy (`clo_mlx.eval.multiple_choice`);
 - retention against the base model, per language (`en` is the one CLO should keep):
   `logp_change/<lang>` (mean change of the held-out reference answers' log-prob, nats per answer),
   `ppl_ratio/<lang>` (their perplexity over the base's), `same_as_base/<lang>` (share of greedy
@@ -31,15 +31,15 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import distributed
-from .config import ConfigError, TrainConfig, build_config
-from .data import DataError, Pair, load_pairs
-from .io import atomic_write_json, atomic_write_text
+from .. import distributed
+from ..config import ConfigError, TrainConfig, build_config
+from ..data import DataError, Pair, load_pairs
+from ..io import atomic_write_json, atomic_write_text
+from ..plots import save_figure
+from ..reference import score_pairs
+from ..tokens import encode_pairs
+from ..trainer import PairData
 from .multiple_choice import MCItem, evaluate_mc
-from .plots import save_figure
-from .reference import score_pairs
-from .tokens import encode_pairs
-from .trainer import PairData
 
 BASE_NAME = "base"
 
@@ -193,7 +193,7 @@ def build_eval_set(
 ) -> EvalSet:
     """Encode held-out pairs and attach reference log-probs from `model`, which must be the base
     model (no adapters yet)."""
-    from .run import _console, pair_data
+    from ..run import _console, pair_data
 
     console = console or _console()
     es = EvalSet(mc_items=list(mc_items) if mc_items else None)
@@ -285,7 +285,7 @@ def fidelity_metrics(result: dict) -> dict[str, float]:
 
 def preference_metrics(model: nn.Module, data: PairData, cfg: TrainConfig) -> dict[str, float]:
     """The core's held-out preference metrics, plus per-row-language ones when there are several."""
-    from .trainer import evaluate
+    from ..trainer import evaluate
 
     out = dict(evaluate(model, data, cfg))
     langs = row_languages(data)
@@ -312,7 +312,7 @@ def evaluate_model(
     `is_reference`: the model is the base model itself. Its rewards are zero by definition
     (policy = reference), so reward metrics are left out rather than reported as float noise
     from a different batching of the same computation."""
-    from .run import _console
+    from ..run import _console
 
     console = console or _console()
     model.eval()
@@ -411,7 +411,7 @@ def check_adapters_fit(model: nn.Module, path: str | Path, config: dict) -> None
     """Raise AdapterError if the adapters in `path` do not fit `model`; leave `model` unchanged."""
     from mlx.utils import tree_flatten
 
-    from .adapters import ADAPTER_FILE, AdapterError, load_adapters_checked
+    from ..adapters import ADAPTER_FILE, AdapterError, load_adapters_checked
 
     if config.get("fine_tune_type", "lora") == "full":
         # Loading full weights would overwrite the base: compare names and shapes only.
@@ -449,11 +449,11 @@ def compare_models(
     to `out_dir` when given. Returns `[{"name", "adapter_path", "metrics", "details"}, ...]`.
 
     `judge`: a local mlx-lm chat model that compares each adapter's greedy answers with the base
-    model's (`clo_mlx.judge`; both orders), giving `judge/<lang>/win_rate` and its interval."""
-    from .adapters import load_adapters_checked, read_adapter_config
-    from .models import load_model, model_fingerprint
+    model's (`clo_mlx.eval.judge`; both orders), giving `judge/<lang>/win_rate` and its interval."""
+    from ..adapters import load_adapters_checked, read_adapter_config
+    from ..models import load_model, model_fingerprint
+    from ..run import _console
     from .multiple_choice import load_mc
-    from .run import _console
 
     console = console or _console()
     opts = opts or EvalOptions()
@@ -465,7 +465,7 @@ def compare_models(
     if pairs is None and not mc_items:
         raise ConfigError("nothing to evaluate: give held-out data (--data) and/or --mc items")
     if judge is not None:
-        from .models import resolve_model_path
+        from ..models import resolve_model_path
 
         if pairs is None or opts.fidelity_prompts <= 0:
             raise ConfigError(

@@ -1,0 +1,1 @@
+"""Evaluation: model comparison, multiple choice, LLM judge, fidelity, scoring, sweeps."""

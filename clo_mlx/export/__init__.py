@@ -1,0 +1,1 @@
+"""Taking results back to Hugging Face: PEFT export/import and fused models."""

@@ -1,0 +1,1 @@
+"""Translation of SFT data into the target language: pipeline, backends, filters, language ID."""
