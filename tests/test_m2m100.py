@@ -301,3 +301,25 @@ def test_step_weights_follow_new_weights(tiny):
     after = np.array(m.decode_step(mx.array([2]), m.start(enc, mask)))
     want = np.array(m.decode(mx.array([[2]]), m.start(enc, mask))[:, -1, :])
     assert _rel(after, want) < 1e-5 and _rel(after, before) > 1e-2
+
+
+def test_beam_candidates_host_and_device_agree():
+    from clo_mlx.translate.m2m100 import _candidates
+
+    rng = np.random.default_rng(0)
+    B, nb, V, K = 5, 3, 40, 6
+    logits = rng.standard_normal((B * nb, V)).astype(np.float32) * 3
+    logits[0, [9, 7]] = 10.0  # a tie at the top: the lower index comes first
+    run_scores = rng.standard_normal((B, nb)).astype(np.float32)
+    run_scores[:, 1:] = -1e9  # the first step: only beam 0 is live
+    run_scores[0] = [0.0, -1e9, -1e9]
+    logp = logits - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
+    acc = (logp.reshape(B, nb, V) + run_scores[:, :, None]).reshape(B, nb * V)
+    want = np.argsort(-acc, axis=1, kind="stable")[:, :K]
+    for host in (True, False):
+        top, lp = _candidates(mx.array(logits), run_scores, None, K, host=host)
+        np.testing.assert_array_equal(top, want)
+        np.testing.assert_allclose(lp, np.take_along_axis(acc, want, 1), atol=1e-5)
+        assert list(top[0, :2]) == [7, 9]
+        top, lp = _candidates(mx.array(logits), run_scores, 11, K, host=host)
+        assert (top[:, 0] == 11).all() and np.all(lp[:, 0] == run_scores[:, 0])
