@@ -323,3 +323,21 @@ def test_beam_candidates_host_and_device_agree():
         assert list(top[0, :2]) == [7, 9]
         top, lp = _candidates(mx.array(logits), run_scores, 11, K, host=host)
         assert (top[:, 0] == 11).all() and np.all(lp[:, 0] == run_scores[:, 0])
+
+
+def test_cpu_attention_equals_the_fused_kernel():
+    # `_attend` takes the fused kernel on a GPU; its CPU formulation must compute the same.
+    from clo_mlx.translate.m2m100 import _attend
+
+    rng = np.random.default_rng(1)
+    q, k, v = (mx.array(rng.standard_normal(s).astype(np.float32)) for s in [(3, 2, 4, 8), (3, 2, 7, 8), (3, 2, 7, 8)])  # fmt: skip
+    keep = np.ones((3, 1, 1, 7), bool)
+    keep[1, ..., 5:] = False
+    bias = mx.where(mx.array(keep), 0.0, -mx.inf)
+    for b in (None, bias):
+        fused = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=b)
+        np.testing.assert_allclose(np.array(_attend(q, k, v, b)), np.array(fused), atol=1e-5)
+    s = np.einsum("bhqd,bhkd->bhqk", np.array(q), np.array(k)) + np.where(keep, 0.0, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ np.array(v)
+    np.testing.assert_allclose(np.array(_attend(q, k, v, bias)), want, atol=1e-5)
