@@ -173,8 +173,7 @@ def worker_clo(
 
     from clo_mlx.config import build_config
     from clo_mlx.models import load_model
-    from clo_mlx.run import attach_adapters, prepare
-    from clo_mlx.trainer import train
+    from clo_mlx.run import prepare, train_model
 
     cfg = build_config(
         overrides=dict(
@@ -209,16 +208,16 @@ def worker_clo(
     t_load = time.perf_counter() - t0
     prep = prepare(cfg, model=model_, tokenizer=tokenizer, console=console)
     t_ref = time.perf_counter() - t0 - t_load  # encoding + reference log-probs (incl. compile)
-    attach_adapters(prep.model, cfg, console)
     stamps: list[float] = []
     losses: list[float] = []
 
-    def on_report(report):
-        stamps.append(time.perf_counter())
-        losses.append(float(report["loss"]))
+    class Clock:  # an mlx-lm TrainingCallback
+        def on_train_loss_report(self, info):
+            stamps.append(time.perf_counter())
+            losses.append(float(info["loss"]))
 
     t1 = time.perf_counter()
-    train(prep.model, cfg, prep.train, None, on_report=on_report, console=console)
+    train_model(cfg, prep, console, callbacks=[Clock()])
     adapters = mx.load(str(Path(out_dir) / "adapters.safetensors"))
     _emit(
         "RESULT",
@@ -454,9 +453,14 @@ def token_stats(model_dir: Path, data: Path, micro_sizes: list[int | None]) -> d
     import numpy as np
     from transformers import AutoTokenizer
 
-    from clo_mlx.batching import bucket_length, collate, length_sorted_batches, response_start
+    from clo_mlx.batching import (
+        AUTO_MICRO_BATCH_TOKENS,
+        bucket_length,
+        collate,
+        length_sorted_batches,
+        response_start,
+    )
     from clo_mlx.tokens import encode_pair
-    from clo_mlx.trainer import AUTO_MICRO_BATCH_TOKENS
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]

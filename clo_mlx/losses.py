@@ -1,9 +1,16 @@
 """Losses: CLO (Lee et al., ACL 2025), plain DPO and SFT, with TRL's metric names.
 
 CLO:  L = lam * NLL(y_l | x_l) + (1 - lam) * DPO(all cross-lingual pairs)
+NLL:  -sum_{i: w_i = 1} pc_i / sum_{i: w_i = 1} |yc_i|   per response token (`mean_token_nll`)
 DPO:  -log sigmoid(beta * ((pc - rc) - (pr - rr)))      per pair, averaged
-where pc/pr are the policy's summed log-probs of the chosen/rejected responses and rc/rr the frozen
-reference's. All inputs are per-pair vectors of shape [P].
+where pc/pr are the policy's summed log-probs of the chosen/rejected responses, rc/rr the frozen
+reference's, |yc| a chosen response's token count and w_i = 1 for the chosen responses the NLL
+term covers (`nll_weights`: target-language ones, the paper; `clo.nll_languages: both` adds the
+English ones). All inputs are per-pair vectors of shape [P]; `pair_loss` is the whole step.
+
+A batch split into micro-batches (and over the ranks of a data-parallel run) is divided by the
+*whole* batch's pair count and NLL-token count (`nll_tokens`), so the parts' losses, gradients
+and metrics add up exactly to the batch's.
 
 Beyond the paper, the preference term can be swapped (`clo.preference`), with h = (pc - rc) - (pr - rr):
   sigmoid  -log sigmoid(beta * h)                       (DPO, the paper)
@@ -25,10 +32,21 @@ grow. Two optional remedies, with k(i) the kind of pair i (`en`: English prompt,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .tokens import EncodedPair
 
 PREFERENCE_LOSSES = ("sigmoid", "ipo", "hinge", "simpo")
+# Pair kinds whose chosen responses a term covers: `clo.nll_languages`, `sft.languages`.
+NLL_KINDS = {"target": ("tgt", "pair"), "both": ("en", "tgt", "pair")}
+SFT_KINDS = {"target": ("tgt", "pair"), "en": ("en",), "both": ("en", "tgt", "pair")}
 
 
 def dpo_terms(
@@ -152,7 +170,83 @@ def mean_token_nll(
     """Mean per-token NLL over the sequences with weight 1: -sum(w * logp) / sum(w * n).
 
     logps, ntokens, weight: [N]. Zero when no sequence is selected. `total_tokens` replaces
-    sum(w * n) when these sequences are one micro-batch of a larger batch.
+    sum(w * n) (nll_tokens) when these sequences are one micro-batch of a larger batch.
     """
-    total = (weight * ntokens).sum() if total_tokens is None else total_tokens
+    total = nll_tokens(ntokens, weight) if total_tokens is None else total_tokens
     return -(weight * logps).sum() / mx.maximum(total, 1.0)
+
+
+def nll_tokens(ntokens: mx.array, weight: mx.array | None = None) -> mx.array:
+    """The NLL term's denominator: response tokens of the sequences with weight 1 (all: None).
+
+    ntokens, weight: [N]."""
+    return ntokens.sum() if weight is None else (weight * ntokens).sum()
+
+
+def kind_weights(kinds: Sequence[str], covered: Sequence[str]) -> np.ndarray:
+    """[N] 1.0 where a pair's kind is in `covered`, else 0."""
+    return np.array([k in covered for k in kinds], np.float32)
+
+
+def nll_weights(encoded: Sequence[EncodedPair], nll_languages: str) -> np.ndarray:
+    """[N] which chosen responses the CLO NLL term covers: target-language only (the paper), or
+    English too (`both`, the paper's ablation)."""
+    return kind_weights([e.pair.kind for e in encoded], NLL_KINDS[nll_languages])
+
+
+def loss_lambda(cfg: TrainConfig) -> float:
+    """lam of L for cfg.loss: CLO's `clo.lambda`, DPO's 0 (no NLL), SFT's 1 (NLL only)."""
+    return {"clo": cfg.clo["lambda"], "dpo": 0.0, "sft": 1.0}[cfg.loss]
+
+
+def retention_weights(cfg: TrainConfig, is_en: mx.array) -> dict:
+    """clo_loss's per-pair DPOP and anchor weights [P] (module docstring), only for the terms in
+    use. is_en: [P] 1 for English-prompt pairs."""
+    c, out = cfg.clo, {}
+    if c["dpop_en"] or c["dpop_tgt"]:
+        out["dpop_weight"] = c["dpop_en"] * is_en + c["dpop_tgt"] * (1 - is_en)
+    if c["anchor_en"]:
+        out["anchor_weight"] = c["anchor_en"] * is_en
+    return out
+
+
+def pair_loss(
+    cfg: TrainConfig,
+    logps: mx.array,  # [2P] policy log-probs: chosen responses, then rejected
+    ntokens: mx.array,  # [2P] their response token counts
+    ref_chosen: mx.array,  # [P]
+    ref_rejected: mx.array,  # [P]
+    nll_weight: mx.array,  # [P] nll_weights
+    is_en: mx.array,  # [P]
+    num_pairs: mx.array | int | None = None,
+    total_nll_tokens: mx.array | None = None,
+) -> tuple[mx.array, dict[str, mx.array]]:
+    """L = lam * NLL(y_l | x_l) + (1 - lam) * DPO(all pairs) of P pairs scored in one pass, with
+    cfg's lam, beta, preference term and retention terms. For a micro-batch, `num_pairs` and
+    `total_nll_tokens` are the whole batch's (module docstring); default: these P pairs'."""
+    P = ref_chosen.shape[0]
+    chosen, rejected = logps[:P], logps[P:]  # [P], [P]
+    chosen_tokens, rejected_tokens = ntokens[:P], ntokens[P:]  # [P], [P]
+    nll = mean_token_nll(chosen, chosen_tokens, nll_weight, total_nll_tokens)  # NLL(y_l | x_l)
+    return clo_loss(
+        chosen,
+        rejected,
+        ref_chosen,
+        ref_rejected,
+        nll,
+        beta=cfg.clo["beta"],
+        lam=loss_lambda(cfg),
+        preference=cfg.clo["preference"],
+        chosen_tokens=chosen_tokens,
+        rejected_tokens=rejected_tokens,
+        gamma=cfg.clo["simpo_gamma"],
+        num_pairs=num_pairs,
+        **retention_weights(cfg, is_en),
+    )
+
+
+def sft_loss(logps: mx.array, total_nll_tokens: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
+    """SFT: the mean per-token NLL of the responses. logps: [B] summed response log-probs;
+    `total_nll_tokens`: the whole batch's response tokens (nll_tokens of every sequence)."""
+    nll = -logps.sum() / total_nll_tokens
+    return nll, {"loss": nll, "nll/train": nll}

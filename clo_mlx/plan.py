@@ -16,12 +16,19 @@ from collections import Counter
 
 import mlx.core as mx
 
-from .batching import bucket_length, collate, length_sorted_batches, response_start
+from .batching import (
+    PairData,
+    bucket_length,
+    collate_pairs,
+    length_sorted_batches,
+    pair_lengths,
+    response_start,
+    unit_batches,
+)
 from .config import TrainConfig
 from .memory import recommended_working_set, wired_limit
-from .reference import make_logp_fn, pair_lengths
-from .run import attach_adapters, check_output_folder, needs_reference, prepare
-from .trainer import PairData, train, unit_batches
+from .reference import make_logp_fn
+from .run import check_output_folder, needs_reference, prepare, train_model
 
 
 def machine_memory() -> tuple[int | None, str]:
@@ -45,9 +52,7 @@ def time_reference_batch(prep, cfg: TrainConfig) -> dict:
         return 2 * len(idx) * bucket_length(max(lengths[i] for i in idx) - 1, cfg.max_seq_length)
 
     idx = max(batches, key=padded)
-    seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
-    seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
-    inputs, targets, mask = collate(seqs, cfg.max_seq_length)
+    inputs, targets, mask = collate_pairs(encoded, idx, cfg.max_seq_length)
     logp_fn = make_logp_fn(prep.model, cfg.logprob_chunk_size)
     prep.model.eval()
     tic = time.perf_counter()
@@ -87,13 +92,13 @@ def dry_run(cfg: TrainConfig, console=None, overwrite: bool = False) -> dict:
         plan["buckets"] = dict(sorted(buckets.items()))
         if needs_reference(cfg):
             plan.update(time_reference_batch(prep, cfg))
-        attach_adapters(prep.model, cfg, console)
         with tempfile.TemporaryDirectory(prefix="clo-mlx-dry-run-") as tmp:
             steps = dataclasses.replace(
                 cfg, iters=2, steps_per_report=1, steps_per_eval=10**9, save_every=10**9,
                 adapter_path=tmp, report_to=None, resume=False,
             )  # fmt: skip
-            result = train(prep.model, steps, data, None, console=console)
+            two_steps = dataclasses.replace(prep, valid=None, test=None)  # no evaluations
+            result = train_model(steps, two_steps, console)
         second = result.reports[-1]
         plan["step_seconds"] = [1 / r["steps_per_second"] for r in result.reports]
         tokens_per_step = plan["tokens"] / len(batches)  # the mean batch, not the measured two

@@ -19,7 +19,7 @@ import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .batching import collate, length_sorted_batches, response_start
+from .batching import collate, collate_pairs, length_sorted_batches, pair_lengths, response_start
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
 from .memory import with_wired_limit
@@ -48,10 +48,6 @@ def collated_logps(
         mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
     )
     return np.array(logps), np.array(ntok)
-
-
-def pair_lengths(encoded: list[EncodedPair]) -> list[int]:
-    return [max(len(e.chosen), len(e.rejected)) for e in encoded]
 
 
 @with_wired_limit
@@ -92,9 +88,7 @@ def score_pairs(
     queued = None
     batches = length_sorted_batches(pair_lengths(encoded), batch_size)
     for idx in distributed.shard(batches):
-        seqs = [(encoded[i].chosen, encoded[i].chosen_start) for i in idx]
-        seqs += [(encoded[i].rejected, encoded[i].rejected_start) for i in idx]
-        inputs, targets, mask = collate(seqs, max_seq_length)
+        inputs, targets, mask = collate_pairs(encoded, idx, max_seq_length)
         logps, ntok = logp_fn(
             mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
         )

@@ -1,14 +1,20 @@
-"""One training run from a config: model + data -> reference log-probs -> adapters.
+"""The training recipe: model + data -> reference log-probs -> adapters -> trained adapters.
 
+`prepare` loads and checks everything and computes the reference log-probs; `train_model` (the one
+recipe the CLI, the demo, the sweep, the bench and `--dry-run` train with) attaches the adapters
+and trains with the standard callbacks; `run_training` is the CLI's whole run around them.
 Order matters: the reference log-probs are computed with the base model *before* the adapters are
 attached, so there is never a second copy of the model.
+
+Seeding, one rule: `cfg.seed` fixes the LoRA initialisation (attach_adapters), the batch order
+(batching.epoch_order) and each step's RNG (trainer.train, from (seed, step)); nothing else draws.
 """
 
 from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,23 +32,18 @@ from .adapters import (
     load_arrays_into,
     load_weights_into,
 )
+from .batching import PairData, SequenceData
+from .callbacks import Callbacks, Checkpointer, ConsoleLog, Evaluator, MetricsFile, TrainResult
 from .checkpoint import checkpoint_root, load_checkpoint, resumable_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
 from .io import WriteError, lock_folder, remove_stale_temporaries
+from .losses import SFT_KINDS, nll_weights
 from .models import file_fingerprint, load_model, model_fingerprint
 from .reference import reference_logps, weight_dtypes, weights_digest
 from .reporting import eval_line, final_metrics, make_trackers
 from .tokens import EncodedPair, TruncationReport, encode_pairs
-from .trainer import (
-    PairData,
-    SequenceData,
-    TrainResult,
-    build_optimizer,
-    nll_weights,
-    sft_sequences,
-    train,
-)
+from .trainer import build_optimizer, evaluate_pairs, train
 
 
 @dataclass
@@ -83,6 +84,11 @@ def pair_data(
         f"{'from cache' if cached else 'computed and cached'}"
     )
     return PairData(encoded, ref_c, ref_r, nll_weights(encoded, cfg.clo["nll_languages"]))
+
+
+def sft_sequences(encoded: list[EncodedPair], languages: str) -> list[tuple[list[int], int]]:
+    """Chosen responses for SFT: target-language ('target'), English ('en') or both."""
+    return [(e.chosen, e.chosen_start) for e in encoded if e.pair.kind in SFT_KINDS[languages]]
 
 
 def needs_reference(cfg: TrainConfig) -> bool:
@@ -287,10 +293,60 @@ def check_trainable(model, cfg: TrainConfig, resume_from: dict | None, where: Pa
     del probe
 
 
+def train_model(
+    cfg: TrainConfig,
+    prep: Prepared,
+    console=None,
+    verbose: bool = False,
+    on_eval: Callable[[int, object], dict] | None = None,
+    callbacks: Sequence = (),
+    trackers=None,
+    checkpoint=None,
+) -> TrainResult:
+    """The recipe every training runs: attach the adapters to `prep.model`, resume when
+    cfg.resume, train with the standard callbacks, evaluate on `prep.test` when it is there.
+
+    Standard callbacks (callbacks.py): the result, `metrics.jsonl`, the console (progress bar and
+    a line per report), the trackers, evaluations on `prep.valid` (plus `on_eval(step, model)`'s
+    metrics, e.g. the demo's fidelity) and saving. `callbacks` (mlx-lm's TrainingCallback shape)
+    get the reports too. `trackers`: started by the caller (run_training starts them before the
+    reference pass), else cfg.report_to's are started here; either way they are closed here.
+    `checkpoint`: what checkpoint.resumable_checkpoint found (with cfg.resume).
+    """
+    console = console or _console()
+    main = distributed.is_main()  # under mlx.launch only rank 0 writes files and logs
+    attach_adapters(prep.model, cfg, console)
+    optimizer, start = None, 0
+    if cfg.resume:
+        optimizer = build_optimizer(cfg)
+        start = resume_checkpoint(cfg, prep.model, optimizer, checkpoint)
+        console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
+    if trackers is None and main:
+        trackers = make_trackers(cfg.report_to, cfg.project_name, cfg.adapter_path, cfg.to_dict())
+    result = TrainResult(cfg.adapter_path)
+    unit = "sequences" if isinstance(prep.train, SequenceData) else "pairs"
+    with ConsoleLog(cfg, console, verbose, unit) as log:
+        metrics = MetricsFile(cfg.adapter_path, start) if main else None
+        report = Callbacks([result, metrics, log, trackers, *callbacks])
+        evaluator = Evaluator(cfg, prep.valid, report, on_eval)
+        train(prep.model, cfg, prep.train, Callbacks([report, evaluator, Checkpointer(cfg)]),
+              start, optimizer)  # fmt: skip
+    if prep.test is not None:
+        test = evaluate_pairs(prep.model, prep.test, cfg, cfg.test_batches)
+        record = {"step": cfg.iters, **{f"test/{k}": v for k, v in test.items()}}
+        console.print(eval_line(record, verbose, split="test"), highlight=False)
+        result.evals.append(record)
+        if trackers is not None:
+            trackers.on_val_loss_report({"iteration": cfg.iters, **record})
+    if trackers is not None:
+        trackers.on_run_end(final_metrics(result.evals))
+    return result
+
+
 def run_training(
-    cfg: TrainConfig, console=None, overwrite: bool = False, verbose: bool = False, **train_kwargs
+    cfg: TrainConfig, console=None, overwrite: bool = False, verbose: bool = False
 ) -> tuple[Prepared, TrainResult]:
-    """The whole run: prepare, attach adapters, train, and evaluate on test when asked.
+    """The whole run of `clo-mlx train`: prepare, then train_model (train, then test when asked).
 
     Everything that can fail is checked before the reference pass. The adapter folder is locked
     for the run; an earlier run in it is refused unless `overwrite` (its files are removed once the
@@ -333,27 +389,8 @@ def run_training(
         if overwrite and not cfg.resume and main:
             for p in previous_run_files(cfg.adapter_path):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-        attach_adapters(prep.model, cfg, console)
-        np.random.seed(cfg.seed)
-        if cfg.resume:
-            optimizer = build_optimizer(cfg)
-            start = resume_checkpoint(cfg, prep.model, optimizer, found.get("ckpt"))
-            console.print(f"resuming from the checkpoint at step {start} in {cfg.adapter_path}")
-            train_kwargs.update(start_step=start, optimizer=optimizer)
-        result = train(
-            prep.model, cfg, prep.train, prep.valid, console=console,
-            training_callback=trackers, verbose=verbose, **train_kwargs,
-        )  # fmt: skip
-    if prep.test is not None:
-        from .trainer import evaluate
-
-        metrics = evaluate(prep.model, prep.test, cfg, cfg.test_batches)
-        record = {"step": cfg.iters, **{f"test/{k}": v for k, v in metrics.items()}}
-        console.print(eval_line(record, verbose, split="test"), highlight=False)
-        result.evals.append(record)
-        if trackers is not None:
-            trackers.on_val_loss_report({"iteration": cfg.iters, **record})
-    if trackers is not None:
-        trackers.on_run_end(final_metrics(result.evals))
+        result = train_model(
+            cfg, prep, console, verbose, trackers=trackers, checkpoint=found.get("ckpt")
+        )
     console.print(f"adapters saved to {cfg.adapter_path}")
     return prep, result

@@ -10,10 +10,12 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm import load
 
 from clo_mlx.adapters import AdapterError, apply_trainable, save_adapters, trainable_weights
+from clo_mlx.batching import PairData, micro_batches
 from clo_mlx.config import build_config
 from clo_mlx.data import Pair
+from clo_mlx.losses import nll_weights
 from clo_mlx.tokens import encode_pairs
-from clo_mlx.trainer import PairData, make_loss_fn, micro_batches, nll_weights
+from clo_mlx.trainer import make_loss_fn
 
 PAIRS = [
     Pair(0, "en", "en", "How many legs?", "Eight legs.", "Miguu minane."),

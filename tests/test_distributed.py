@@ -190,7 +190,7 @@ def two_rank_config(tmp: Path, base: dict, name: str) -> Path:
 
 
 def test_shares_of_a_batch_cover_it_once_and_keep_rows_together(monkeypatch):
-    from clo_mlx.trainer import rank_share
+    from clo_mlx.batching import rank_share
 
     class Pair:
         def __init__(self, row):
@@ -203,9 +203,9 @@ def test_shares_of_a_batch_cover_it_once_and_keep_rows_together(monkeypatch):
     class Data:  # a PairData stand-in: items 0..7 are rows 0..3, two pairs each
         encoded = [Enc(i // 2) for i in range(8)]
 
-    from clo_mlx import trainer
+    from clo_mlx import batching
 
-    monkeypatch.setattr(trainer, "PairData", Data)
+    monkeypatch.setattr(batching, "PairData", Data)
     batch = [6, 7, 0, 1, 4, 5, 2, 3]  # rows 3, 0, 2, 1
     shares = []
     for r in range(2):

@@ -84,7 +84,7 @@ def test_config_keys_and_validation():
 
 
 def test_retention_weights_follow_pair_kind():
-    from clo_mlx.trainer import retention_weights
+    from clo_mlx.losses import retention_weights
 
     cfg = build_config(overrides={"clo": {"dpop_en": 3, "dpop_tgt": 1, "anchor_en": 2}})
     w = retention_weights(cfg, mx.array([1.0, 0.0, 1.0]))

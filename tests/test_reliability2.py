@@ -374,8 +374,9 @@ def test_accumulated_update_is_the_mean_gradient_of_its_steps(tiny_llama, parall
     computed here directly with nn.value_and_grad at the initial weights."""
     from mlx.utils import tree_flatten
 
+    from clo_mlx.batching import batch_stream, micro_batches
     from clo_mlx.models import load_model
-    from clo_mlx.trainer import batch_stream, make_loss_fn, micro_batches
+    from clo_mlx.trainer import make_loss_fn
 
     lr = 0.5
     over = {"optimizer": "sgd", "learning_rate": lr, "grad_accumulation_steps": 2, "iters": 2}
@@ -392,7 +393,7 @@ def test_accumulated_update_is_the_mean_gradient_of_its_steps(tiny_llama, parall
     stream = batch_stream(prep.train, cfg.batch_size, cfg.seed)
     total = {k: mx.zeros_like(v) for k, v in w0.items()}
     for _ in range(2):
-        _, _, idx = next(stream)
+        idx = next(stream)
         parts, totals = micro_batches(prep.train, idx, cfg)
         for part in parts:
             _, g = vg(model, *part, totals)
@@ -449,7 +450,7 @@ def test_simpo_skips_the_reference_pass(tiny_llama, parallel_data, tmp_path, mon
 
 
 def test_partial_validation_spreads_over_lengths():
-    from clo_mlx.trainer import spread_batches
+    from clo_mlx.batching import spread_batches
 
     for seed in range(5):
         picked = spread_batches(10, 2, seed)
@@ -460,23 +461,24 @@ def test_partial_validation_spreads_over_lengths():
 
 def test_val_loss_is_the_objective_of_the_configured_loss(tiny_llama, parallel_data, tmp_path):
     from clo_mlx.models import load_model
-    from clo_mlx.trainer import evaluate
+    from clo_mlx.trainer import evaluate_pairs
 
     model, tok = load_model(str(tiny_llama))
     cfg = cfg_for(tiny_llama, parallel_data, tmp_path)
     valid = prepare(cfg, model=model, tokenizer=tok, console=quiet()[0]).valid
-    clo = evaluate(model, valid, cfg)
+    clo = evaluate_pairs(model, valid, cfg)
     assert clo["loss"] == pytest.approx(0.5 * clo["nll/target"] + 0.5 * clo["loss/dpo"])
-    dpo = evaluate(model, valid, replace(cfg, loss="dpo"))
+    dpo = evaluate_pairs(model, valid, replace(cfg, loss="dpo"))
     assert dpo["loss"] == pytest.approx(dpo["loss/dpo"])  # before: lambda 0.5 of the NLL in it
-    sft = evaluate(model, valid, replace(cfg, loss="sft"))
+    sft = evaluate_pairs(model, valid, replace(cfg, loss="sft"))
     assert sft["loss"] == pytest.approx(sft["nll/target"])  # sft.languages: target
 
 
 def test_partial_validation_includes_long_rows(tiny_llama, tmp_path):
+    from clo_mlx.batching import unit_batches
     from clo_mlx.models import load_model
     from clo_mlx.reference import score_pairs
-    from clo_mlx.trainer import evaluate, unit_batches
+    from clo_mlx.trainer import evaluate_pairs
 
     rows = parallel_rows(8)
     for r in rows[4:]:  # four long rows: two of the four batches of 2 rows
@@ -493,7 +495,7 @@ def test_partial_validation_includes_long_rows(tiny_llama, tmp_path):
     assert all(r <= {4, 5, 6, 7} for r in rows_of[2:]) and all(
         r <= {0, 1, 2, 3} for r in rows_of[:2]
     )
-    got = evaluate(model, valid, cfg, num_batches=2)["logps/chosen"]
+    got = evaluate_pairs(model, valid, cfg, num_batches=2)["logps/chosen"]
     shortest = chosen[batches[0] + batches[1]].mean()  # before: the two shortest batches
     assert got != pytest.approx(shortest, rel=1e-4)
     one_from_each_half = [chosen[batches[a] + batches[b]].mean() for a in (0, 1) for b in (2, 3)]

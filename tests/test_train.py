@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import parallel_rows, train_config, write_jsonl
 
+from clo_mlx.batching import PairData, SequenceData
 from clo_mlx.run import attach_adapters, prepare, run_training
-from clo_mlx.trainer import PairData, SequenceData
 
 
 def cfg_for(model, data, tmp_path, **over):
@@ -115,7 +115,7 @@ def test_sft_and_dpo_baselines_train(learnable_llama, parallel_data, tmp_path):
 
 
 def test_batches_keep_both_pairs_of_a_row_together(tiny_llama, parallel_data, tmp_path):
-    from clo_mlx.trainer import unit_batches
+    from clo_mlx.batching import unit_batches
 
     prep = prepare(cfg_for(tiny_llama, parallel_data, tmp_path))
     batches = unit_batches(prep.train, 4, full=True)
@@ -261,10 +261,10 @@ def test_micro_batches_add_up_to_the_whole_batch(tiny_llama, parallel_data, tmp_
 def test_automatic_micro_batch_fits_the_token_budget():
     """Hand-made lengths: the longest of 8 pairs has 71 tokens, the model sees 70, whose bucket
     (steps of 8 below 128) is 72; 1,024 tokens / (2 sequences x 72) = 7 pairs per pass."""
+    from clo_mlx.batching import AUTO_MICRO_BATCH_TOKENS, micro_batch_pairs, micro_batches
     from clo_mlx.config import build_config
     from clo_mlx.data import Pair
     from clo_mlx.tokens import EncodedPair
-    from clo_mlx.trainer import AUTO_MICRO_BATCH_TOKENS, micro_batch_pairs, micro_batches
 
     # (chosen length, chosen start, rejected length, rejected start) for rows 0-3, kinds en, tgt
     shapes = [

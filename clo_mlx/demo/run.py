@@ -1,10 +1,10 @@
 """The built-in demo: CLO on the bilingual demo corpus with the shipped English-centric model.
 
 `run_demo()` writes the corpus to a cache folder, measures language fidelity (share of answers in
-the prompt's language) before training, trains with the core trainer (fidelity is also tracked
-at every eval), measures it after, prints a before/after table with sample answers, and writes
-the adapters, `metrics.jsonl`, `demo_curves.png`, `demo_summary.json` and `demo_samples.jsonl`
-(every evaluated prompt with its answers before and after) to `adapter_path`.
+the prompt's language) before training, trains with the core recipe (`run.train_model`; fidelity
+is also tracked at every eval), measures it after, prints a before/after table with sample
+answers, and writes the adapters, `metrics.jsonl`, `demo_curves.png`, `demo_summary.json` and
+`demo_samples.jsonl` (every evaluated prompt with its answers before and after) to `adapter_path`.
 
 English retention (`summary["retention"]`, on the held-out test rows, never trained on): the change
 of the reference answers' log-probs against the base model, and the accuracy of picking the
@@ -185,9 +185,8 @@ def run_demo(
     from ..eval.multiple_choice import evaluate_mc
     from ..models import load_model
     from ..plots import plot_training, read_metrics
-    from ..run import attach_adapters, prepare
+    from ..run import prepare, train_model
     from ..tokens import encode_pairs
-    from ..trainer import train
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
@@ -234,7 +233,6 @@ def run_demo(
     mc_before = evaluate_mc(mdl, tokenizer, mc_items, 16, cfg.max_seq_length)
 
     prep = prepare(cfg, model=mdl, tokenizer=tokenizer, console=console)
-    attach_adapters(mdl, cfg, console)
 
     def on_eval(step: int, model) -> dict:
         if step == 0:  # adapters start at zero: the model is still the base model
@@ -247,9 +245,7 @@ def run_demo(
         return {f"fidelity/{k}": v["fidelity"] for k, v in res.items()}
 
     t_train = time.perf_counter()
-    result = train(
-        mdl, cfg, prep.train, prep.valid, on_eval=on_eval, console=console, verbose=verbose
-    )
+    result = train_model(cfg, prep, console, verbose, on_eval=on_eval)
     train_seconds = time.perf_counter() - t_train
     mdl.eval()
     after = language_fidelity(mdl, tokenizer, prompts, CANDIDATES, max_tokens=MAX_TOKENS)

@@ -3,7 +3,7 @@
 Metrics (one flat dict per model):
 - `fidelity/<lang>`: share of greedy answers written in the prompt's language (`clo_mlx.eval.fidelity`),
   for target-language and English prompts of the held-out rows;
-- preference metrics of the held-out pairs (`clo_mlx.trainer.evaluate`): `rewards/accuracies`,
+- preference metrics of the held-out pairs (`clo_mlx.trainer.evaluate_pairs`): `rewards/accuracies`,
   `rewards/margins`, ... overall and per pair kind (`/en`, `/tgt`); with several target languages
   also per language of the row (`<lang>:rewards/accuracies`, ...). The reference is always the
   base model: its log-probs are computed once, before any adapter is loaded;
@@ -32,13 +32,13 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import distributed
+from ..batching import PairData
 from ..config import ConfigError, TrainConfig, build_config
 from ..data import DataError, Pair, load_pairs
 from ..io import atomic_write_json, atomic_write_text
 from ..plots import save_figure
 from ..reference import score_pairs
 from ..tokens import encode_pairs
-from ..trainer import PairData
 from .multiple_choice import MCItem, evaluate_mc
 
 BASE_NAME = "base"
@@ -63,7 +63,7 @@ class EvalOptions:
     answer_mc_choices: int = 4
 
     def train_config(self, model: str | None = None) -> TrainConfig:
-        """The TrainConfig the core's evaluate() and reference code read their settings from."""
+        """The TrainConfig the core's evaluate_pairs() and reference code read their settings from."""
         return build_config(
             overrides={
                 "model": model,
@@ -285,14 +285,14 @@ def fidelity_metrics(result: dict) -> dict[str, float]:
 
 def preference_metrics(model: nn.Module, data: PairData, cfg: TrainConfig) -> dict[str, float]:
     """The core's held-out preference metrics, plus per-row-language ones when there are several."""
-    from ..trainer import evaluate
+    from ..trainer import evaluate_pairs
 
-    out = dict(evaluate(model, data, cfg))
+    out = dict(evaluate_pairs(model, data, cfg))
     langs = row_languages(data)
     present = sorted(set(langs) - {""})
     if len(present) > 1:
         for lang in present:
-            sub = evaluate(model, subset(data, np.nonzero(langs == lang)[0]), cfg)
+            sub = evaluate_pairs(model, subset(data, np.nonzero(langs == lang)[0]), cfg)
             out.update(
                 {f"{lang}:{k}": v for k, v in sub.items() if k.startswith(("rewards/", "nll/"))}
             )

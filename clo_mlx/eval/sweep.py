@@ -248,10 +248,8 @@ def train_cell(
     model, tokenizer, spec: SweepSpec, method: str, pairs, seed: int, out: Path, console
 ):
     """Train the stages of `method` on `pairs` (adapters stay attached); return stage summaries."""
-    import mlx.core as mx
-
-    from ..run import attach_adapters, prepare
-    from ..trainer import train, unit_batches
+    from ..batching import unit_batches
+    from ..run import prepare, train_model
 
     stages, resume = [], None
     for s, stage in enumerate(spec.stages(method)):
@@ -276,10 +274,7 @@ def train_cell(
         if spec.epochs is not None:
             per_epoch = len(unit_batches(prep.train, cfg.batch_size, full=True))
             cfg = dataclasses.replace(cfg, iters=max(1, math.ceil(spec.epochs * per_epoch)))
-        mx.random.seed(cfg.seed)  # LoRA initialisation is drawn here: make it reproducible
-        attach_adapters(model, cfg, console)
-        np.random.seed(cfg.seed)
-        result = train(model, cfg, prep.train, None, console=console)
+        result = train_model(cfg, prep, console)
         resume = result.adapter_file
         last = result.reports[-1] if result.reports else {}
         stages.append(
