@@ -286,6 +286,22 @@ def test_decode_step_equals_decode(tiny, beams):
             fast.select(mx.array(parent.reshape(-1)), False)
 
 
+def test_decode_step_in_half_precision(tiny):
+    # float16 takes the fused LayerNorm (float32 statistics) instead of the float32 CPU one.
+    from clo_mlx.translate.m2m100 import pad_batch
+
+    _, path, _, _ = tiny
+    m = load_model(path, dtype="float16")
+    ids, mask = pad_batch([[5, 6, 7, 2], [9, 2]], 1)
+    enc = m.encode(ids, mask)
+    plain, fast = m.start(enc, mask), m.start(enc, mask)
+    for y in ([2, 2], [7, 1], [30, 4]):
+        want = np.array(m.decode(mx.array(y)[:, None], plain)[:, -1, :].astype(mx.float32))
+        got = m.decode_step(mx.array(y), fast)
+        assert got.dtype == mx.float16
+        assert _rel(np.array(got.astype(mx.float32)), want) < 1e-2
+
+
 def test_step_weights_follow_new_weights(tiny):
     from mlx.utils import tree_flatten
 

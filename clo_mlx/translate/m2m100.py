@@ -316,6 +316,18 @@ class M2M100(nn.Module):
         pos = table[a.pad_token_id + 1 + offset].astype(self.shared.weight.dtype)
         x = self.shared(ids) * self.embed_scale + pos * (ids != a.pad_token_id)[:, None]
         nb = state.beams
+        # MLX's CPU layer_norm is a chain of small operations; in float32 fewer do (means as
+        # matrix products). Elsewhere the fused kernel (which accumulates in float32) runs.
+        cpu32 = mx.default_device() == mx.cpu and x.dtype == mx.float32
+        mean = mx.full((x.shape[-1], 1), 1 / x.shape[-1], x.dtype) if cpu32 else None
+
+        def norm(x, ln, affine=False):
+            if not cpu32:
+                w, b = (ln.weight, ln.bias) if affine else (None, None)
+                return mx.fast.layer_norm(x, w, b, ln.eps)
+            xc = x - x @ mean
+            x = xc * mx.rsqrt(mx.addmm(mx.array([ln.eps], x.dtype), xc * xc, mean))
+            return x * ln.weight + ln.bias if affine else x
 
         def linear(x, lin, residual=None):
             if residual is None:
@@ -326,17 +338,17 @@ class M2M100(nn.Module):
             self.decoder.layers, state.folded, state.caches, state.cross_kv, strict=True
         ):
             H = layer.self_attn.heads
-            h = mx.fast.layer_norm(x, None, None, layer.self_attn_layer_norm.eps)
+            h = norm(x, layer.self_attn_layer_norm)
             qkv = mx.addmm(w["qkv"][1], h, w["qkv"][0].T).reshape(R, 3, H, 1, -1)
             k, v = cache.update_and_fetch(qkv[:, 1], qkv[:, 2])
             x = linear(_attend(qkv[:, 0], k, v).reshape(R, -1), layer.self_attn.out_proj, x)
-            h = mx.fast.layer_norm(x, None, None, layer.encoder_attn_layer_norm.eps)
+            h = norm(x, layer.encoder_attn_layer_norm)
             q = mx.addmm(w["cq"][1], h, w["cq"][0].T).reshape(R // nb, nb, H, -1).swapaxes(1, 2)
             o = _attend(q, ck, cv, state.cross_bias).swapaxes(1, 2).reshape(R, -1)
             x = linear(o, layer.encoder_attn.out_proj, x)
-            h = layer.act(linear(layer.final_layer_norm(x), layer.fc1))
+            h = layer.act(linear(norm(x, layer.final_layer_norm, True), layer.fc1))
             x = linear(h, layer.fc2, x)
-        x = self.decoder.layer_norm(x)
+        x = norm(x, self.decoder.layer_norm, True)
         if a.tie_word_embeddings:
             return self.shared.as_linear(x)
         return self.lm_head(x)
