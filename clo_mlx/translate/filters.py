@@ -21,6 +21,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -824,6 +825,12 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     extra = [
         it.tok for it in t.required if not _explained(it, s_req if it.month else s_all, s_conv)
     ]
+    if not missing:  # "72 per cent ... 72 per cent": both, not one
+        counts = Counter(it.tok for it in s.required if it.tok.isdigit() and len(it.tok) >= 2)
+        for tok, k in counts.items():
+            v = float(int(tok))
+            if k > 1 and sum(v in it.readings for it in t.required) < k:
+                missing.append(tok)
     if not missing and not extra:
         return None
     parts = []
