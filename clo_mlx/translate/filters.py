@@ -10,9 +10,12 @@ returns a `(reason, detail)` for the first rule it breaks, or None:
   sentence-final punctuation;
 - `wrong_language`: English left as it was, or py3langid preferring English over the target;
 - `numbers`: a number of the source missing, or a number in the translation that nothing in the
-  source explains. What translators legitimately do is allowed: months and weekdays as numbers,
-  number words either way, ordinals, decades, 12/24-hour and Swahili clock times, digit grouping,
-  decimal commas, scale words (1.5 million = 150万) and CJK numerals.
+  source explains. What translators legitimately do is allowed: months as numbers, number
+  words either way (Yoruba's read by value), ordinals, decades, 12/24-hour and Swahili clock
+  times, rounded unit conversions, digit grouping, decimal commas, scale words (1.5 million =
+  150万) and CJK numerals;
+- `back_translation` (optional, `check_back_translation`): the translation put back into
+  English by the same model is too far (chrF) from the source.
 """
 
 from __future__ import annotations
@@ -331,8 +334,8 @@ class Item:
 
 @dataclass
 class Numbers:
-    """Numbers in a text: `required` items, values that only explain, and (Yoruba) spelled
-    numbers whose value is not parsed."""
+    """Numbers in a text: `required` items, values that only explain, and (Yoruba) number
+    words that could not be read."""
 
     required: list[Item]
     optional: set[float]
@@ -807,7 +810,7 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     """A source number missing from the translation, or a translated number nothing explains.
 
     In languages without a number-word list a missing number 0-10 is allowed (it may be spelled
-    out); in Yoruba, as many missing numbers as the translation has spelled-out number words.
+    out); in Yoruba, as many missing numbers as the translation has number words it cannot read.
     """
     s, t = source_numbers(src, lang), target_numbers(tgt, lang)
     t_all, s_all = t.values(), s.values()
