@@ -498,6 +498,8 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
         else:
             if words:
                 optional.add(total + current)
+                if lang in _DENSE and total + current >= 11:  # "fourteen people" = 14人
+                    required.append(Item(" ".join(words), {total + current}))
             total, current, words = 0.0, 0.0, []
             if w in _CARDINALS:  # "one and three": a new run
                 current, words = float(_CARDINALS[w]), [w]
