@@ -2,6 +2,7 @@
 
     python bench/filter_quality.py --calibrate   # rewrite clo_mlx/assets/length_bands.json
     python bench/filter_quality.py               # measure on the held-out part
+    python bench/filter_quality.py --split cal --examples 20 --missed 20   # read the misses
 
 The human reference is treated as the "translation" of its English source. Calibration uses
 NTREX-128 lines 0-999, MGSM items 0-124 and the XCOPA val split; every number reported is on the

@@ -82,6 +82,9 @@ LEGIT = [
     ("He sold 15 pigs.", "그는 돼지 열 다섯 마리를 팔았다.", "ko"),
     ("A bogey and two doubles", "보기 1개와 더블 2개", "ko"),  # CJK counters: "a" = 1
     ("It moved out in the 1930s.", "它在 20 世纪 30 年代搬走了。", "zh"),
+    ("72 per cent passed and 72 per cent stayed.", "72% 通过，72% 留下。", "zh"),
+    ("Fourteen people were treated.", "有14人接受了治疗。", "zh"),
+    ("Fourteen people were treated.", "열네 명이 치료를 받았다.", "ko"),
 ]
 BROKEN = [
     # (English, translation, lang): a number changed or dropped
@@ -108,6 +111,10 @@ BROKEN = [
     # a decade with its century must be there; a year is not its last two digits
     ("It moved out in the 1930s.", "Es zog in den er-Jahren aus.", "de"),
     ("It was 34 percent in 2016, 16 percent now.", "于 年为 34%，现在为 16%。", "zh"),
+    # in zh/ja/ko a number word of 11 or more is written out: it must be there
+    ("Fourteen people were treated.", "有 人接受了治疗。", "zh"),
+    # a number the source has twice must be there twice
+    ("72 per cent passed and 72 per cent stayed.", "% 通过，72% 留下。", "zh"),
     # Yoruba: a spelled number with another value, or a number gone
     ("West, 41, spoke.", "West, ẹni ọdún mẹ́rinlélógójì, sọ̀rọ̀.", "yo"),
     ("It began in 2016.", "Ó bẹ̀rẹ̀ ní ọdún .", "yo"),

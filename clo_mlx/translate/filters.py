@@ -10,9 +10,12 @@ returns a `(reason, detail)` for the first rule it breaks, or None:
   sentence-final punctuation;
 - `wrong_language`: English left as it was, or py3langid preferring English over the target;
 - `numbers`: a number of the source missing, or a number in the translation that nothing in the
-  source explains. What translators legitimately do is allowed: months and weekdays as numbers,
-  number words either way, ordinals, decades, 12/24-hour and Swahili clock times, digit grouping,
-  decimal commas, scale words (1.5 million = 150万) and CJK numerals.
+  source explains. What translators legitimately do is allowed: months as numbers, number
+  words either way (Yoruba's read by value), ordinals, decades, 12/24-hour and Swahili clock
+  times, rounded unit conversions, digit grouping, decimal commas, scale words (1.5 million =
+  150万) and CJK numerals;
+- `back_translation` (optional, `check_back_translation`): the translation put back into
+  English by the same model is too far (chrF) from the source.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -330,8 +334,8 @@ class Item:
 
 @dataclass
 class Numbers:
-    """Numbers in a text: `required` items, values that only explain, and (Yoruba) spelled
-    numbers whose value is not parsed."""
+    """Numbers in a text: `required` items, values that only explain, and (Yoruba) number
+    words that could not be read."""
 
     required: list[Item]
     optional: set[float]
@@ -494,6 +498,8 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
         else:
             if words:
                 optional.add(total + current)
+                if lang in _DENSE and total + current >= 11:  # "fourteen people" = 14人
+                    required.append(Item(" ".join(words), {total + current}))
             total, current, words = 0.0, 0.0, []
             if w in _CARDINALS:  # "one and three": a new run
                 current, words = float(_CARDINALS[w]), [w]
@@ -806,7 +812,7 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     """A source number missing from the translation, or a translated number nothing explains.
 
     In languages without a number-word list a missing number 0-10 is allowed (it may be spelled
-    out); in Yoruba, as many missing numbers as the translation has spelled-out number words.
+    out); in Yoruba, as many missing numbers as the translation has number words it cannot read.
     """
     s, t = source_numbers(src, lang), target_numbers(tgt, lang)
     t_all, s_all = t.values(), s.values()
@@ -824,6 +830,12 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     extra = [
         it.tok for it in t.required if not _explained(it, s_req if it.month else s_all, s_conv)
     ]
+    if not missing:  # "72 per cent ... 72 per cent": both, not one
+        counts = Counter(it.tok for it in s.required if it.tok.isdigit() and len(it.tok) >= 2)
+        for tok, k in counts.items():
+            v = float(int(tok))
+            if k > 1 and sum(v in it.readings for it in t.required) < k:
+                missing.append(tok)
     if not missing and not extra:
         return None
     parts = []
