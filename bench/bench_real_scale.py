@@ -297,6 +297,8 @@ def run_capped(cmd: list[str], env: dict, log_file: Path, cap_gb: float, timeout
     result["rss_mb"] = rusage.get("maxrss_mb", float("nan"))
     result["wall_s"] = time.perf_counter() - t
     text = log_file.read_text(errors="replace")
+    if said := [line for line in text.splitlines() if line.startswith("memory: ")]:
+        result["memory_line"] = said[0]  # clo-mlx's memory_budget_gb choice
     if rusage.get("capped") or (rusage.get("returncode") and any(m in text for m in OOM_MARKS)):
         result["oom"] = True
     elif rusage.get("returncode") or "stamps" not in result and "params" not in result:
@@ -311,6 +313,9 @@ def main() -> None:
     ap.add_argument("--tools", default="mlx-lm-lora,clo-mlx", help="mlx-lm-lora, clo-mlx")
     ap.add_argument("--pairs", type=int, default=12, help="preference pairs (a multiple of 4)")
     ap.add_argument("--cap-gb", type=float, default=16.0, help="memory cap per run (RSS)")
+    ap.add_argument(
+        "--clo-budget-gb", type=float, help="clo-mlx's memory_budget_gb (default: the machine's)"
+    )
     ap.add_argument("--work", default=str(HERE / ".work-real"), help="models, data, logs")
     ap.add_argument("--peer-venv", default=str(HERE / ".venv-peer"))
     ap.add_argument("--clo-venv", default=str(HERE / ".venv-clo"), help="'' = this Python")
@@ -333,11 +338,13 @@ def main() -> None:
     env = fast_blas_env()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["TOKENIZERS_PARALLELISM"] = "false"
+    if a.clo_budget_gb:
+        env["BENCH_MEMORY_BUDGET_GB"] = str(a.clo_budget_gb)
     peer_python = base.ensure_peer_venv(Path(a.peer_venv)) if "mlx-lm-lora" in tools else None
     clo_python = str(base.ensure_clo_venv(Path(a.clo_venv))) if a.clo_venv else sys.executable
     me = str(Path(__file__).resolve())
     iters = a.pairs // base.BATCH + 1
-    results: dict = {"cap_gb": a.cap_gb, "iters": iters, "rows": {}}
+    results: dict = {"cap_gb": a.cap_gb, "iters": iters, "rows": {}, "budget": a.clo_budget_gb}
     for row in rows:
         family = ROWS[row][0]
         if not (SHARED_TOKENIZERS / FAMILIES[family]["tokenizer"]).is_file():
@@ -373,6 +380,8 @@ def main() -> None:
             if "stamps" in r:
                 r["step_s"] = base.step_times(r["stamps"], 1)
             log(f"  {summary_line(r, st, a.cap_gb)}")
+            if "memory_line" in r:
+                log(f"  {r['memory_line']}")
             out[tool] = r
             results["rows"][row] = out
             if a.json:
@@ -383,15 +392,19 @@ def main() -> None:
     print(table(results))
 
 
+def gb(rss_mb: float) -> float:
+    return rss_mb * 2**20 / GB
+
+
 def summary_line(r: dict, st: dict, cap: float) -> str:
     if r.get("oom"):
-        return f"OOM at {cap:g} GB (RSS reached {r['rss_mb'] / 1024:.1f} GiB, {r['wall_s']:.0f} s)"
+        return f"OOM at {cap:g} GB (RSS reached {gb(r['rss_mb']):.1f} GB, {r['wall_s']:.0f} s)"
     if "error" in r or "timeout" in r:
         return f"failed: {r.get('error', 'timeout')}"
     epoch = sum(r["step_s"])
     return (
         f"steps {[round(x, 1) for x in r['step_s']]} s, epoch {epoch:.0f} s, "
-        f"{st['tokens'] / epoch:.0f} tok/s, RSS {r['rss_mb'] / 1024:.2f} GiB, "
+        f"{st['tokens'] / epoch:.0f} tok/s, RSS {gb(r['rss_mb']):.2f} GB, "
         f"MLX peak {r.get('mx_peak_gb', float('nan')):.2f} GB"
         + (f", reference pass {r['prepare_s']:.0f} s" if "prepare_s" in r else "")
     )
@@ -401,10 +414,11 @@ def table(results: dict) -> str:
     cap = results["cap_gb"]
     lines = [
         f"Cap {cap:g} GB RSS per run; {results['iters']} steps per run, the first not timed; "
-        "batch 4 pairs, LoRA r8 on q/k/v/o, fp32.",
+        "batch 4 pairs, LoRA r8 on q/k/v/o, fp32"
+        + (f"; clo-mlx memory_budget_gb {results['budget']:g}." if results.get("budget") else "."),
         "",
         "| model | tool | median s/it | epoch s (training) | tokens/s | ref pass s | "
-        "first epoch incl. ref s | peak RSS GiB | MLX peak GB |",
+        "first epoch incl. ref s | peak RSS GB | MLX peak GB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, out in results["rows"].items():
@@ -429,7 +443,7 @@ def table(results: dict) -> str:
             lines.append(
                 f"| {row} | {tool} | {statistics.median(r['step_s']):.1f} | {epoch:.0f} | "
                 f"{st['tokens'] / epoch:.0f} | {'-' if ref is None else f'{ref:.0f}'} | "
-                f"{first:.0f} | {r['rss_mb'] / 1024:.2f} | {r.get('mx_peak_gb', float('nan')):.2f} |"
+                f"{first:.0f} | {gb(r['rss_mb']):.2f} | {r.get('mx_peak_gb', float('nan')):.2f} |"
             )
     for row, out in results["rows"].items():
         if "stats" in out:
