@@ -194,6 +194,11 @@ def worker_clo(
             seed=0,
             grad_checkpoint=grad_checkpoint,
             **({"micro_batch_size": micro} if micro else {}),
+            **(
+                {"memory_budget_gb": float(os.environ["BENCH_MEMORY_BUDGET_GB"])}
+                if os.environ.get("BENCH_MEMORY_BUDGET_GB")
+                else {}
+            ),
         )
     )
     if os.environ.get("BENCH_PAD_TO"):  # evaluates a bucket size other than the core's

@@ -2,6 +2,7 @@
 
     python bench/filter_quality.py --calibrate   # rewrite clo_mlx/assets/length_bands.json
     python bench/filter_quality.py               # measure on the held-out part
+    python bench/filter_quality.py --split cal --examples 20 --missed 20   # read the misses
 
 The human reference is treated as the "translation" of its English source. Calibration uses
 NTREX-128 lines 0-999, MGSM items 0-124 and the XCOPA val split; every number reported is on the
@@ -122,13 +123,13 @@ def drop_number(text: str, rng: random.Random) -> str | None:
     return (text[: m.start()] + text[m.end() :]).replace("  ", " ")
 
 
-def evaluate(pairs: dict, verbose: int = 0) -> dict:
+def evaluate(pairs: dict, verbose: int = 0, missed: int = 0) -> dict:
     filters, rng, report = Filters(), random.Random(0), {}
     for lang in LANGS:
         rows = pairs[lang]
         by_reason: Counter = Counter()
         rejected_ntrex = n_ntrex = 0
-        examples = []
+        examples, misses = [], []
         caught: dict[str, list[int]] = {k: [0, 0] for k in ("truncated", "untranslated", "repeated", "changed_number", "dropped_number")}  # fmt: skip
         for src, ref, origin in rows:
             v = check_pair(src, ref, lang, filters)
@@ -148,8 +149,11 @@ def evaluate(pairs: dict, verbose: int = 0) -> dict:
             }
             for kind, text in bad.items():
                 if text is not None:
+                    hit = check_pair(src, text, lang, filters) is not None
+                    caught[kind][0] += hit
                     caught[kind][1] += 1
-                    caught[kind][0] += check_pair(src, text, lang, filters) is not None
+                    if not hit:
+                        misses.append((kind, src, text))
         report[lang] = {
             "good_rejected": sum(by_reason.values()) / len(rows),
             "good_rejected_ntrex": rejected_ntrex / n_ntrex,
@@ -159,6 +163,8 @@ def evaluate(pairs: dict, verbose: int = 0) -> dict:
         }
         for v, src, ref in examples[:verbose]:
             print(f"[{lang}] {v[0]}: {v[1]}\n   en: {src}\n   {lang}: {ref}")
+        for kind, src, text in [m for m in misses if m[0].endswith("number")][:missed]:
+            print(f"[{lang}] missed {kind}\n   en: {src}\n   {lang}: {text}")
     return report
 
 
@@ -169,6 +175,9 @@ def main() -> None:
     ap.add_argument("--split", choices=("held", "cal"), default="held", help="part to measure on")
     ap.add_argument(
         "--examples", type=int, default=0, help="print N rejected references per language"
+    )
+    ap.add_argument(
+        "--missed", type=int, default=0, help="print N uncaught number corruptions per language"
     )
     args = ap.parse_args()
     pairs = load_pairs(args.data)
@@ -185,7 +194,7 @@ def main() -> None:
         from clo_mlx.translate.filters import length_bands
 
         length_bands.cache_clear()
-    report = evaluate(pairs[args.split], args.examples)
+    report = evaluate(pairs[args.split], args.examples, args.missed)
     kinds = ("truncated", "untranslated", "repeated", "changed_number", "dropped_number")
     print(
         "| lang | good rejected (all held-out) | NTREX only | by reason | "

@@ -60,6 +60,11 @@ def train(
         help="Pairs per forward/backward pass; the batch's gradient is the exact sum of its "
         "micro-batches'. Default: automatic (memory).",
     ),
+    memory_budget_gb: float | None = typer.Option(
+        None,
+        help="Memory the run may use (GB); micro-batches, gradient checkpointing and head "
+        "chunks are chosen to fit. Default: the machine's (GPU working set, else RAM).",
+    ),
     seed: int | None = typer.Option(None),
     dtype: str | None = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
     resume_adapter_file: str | None = typer.Option(None, help="Start from these adapter weights."),
@@ -135,6 +140,7 @@ def train(
         "grad_checkpoint": grad_checkpoint,
         "grad_accumulation_steps": grad_accumulation_steps,
         "micro_batch_size": micro_batch_size,
+        "memory_budget_gb": memory_budget_gb,
         "seed": seed,
         "dtype": dtype,
         "resume_adapter_file": resume_adapter_file,

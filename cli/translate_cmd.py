@@ -62,6 +62,10 @@ def translate(
         None,
         help="m2m100: reject rows whose translator's mean token log-prob is below this (off by default; not calibrated).",
     ),
+    min_back_chrf: float | None = typer.Option(
+        None,
+        help="m2m100: translate kept rows back into English with the same model and reject those whose chrF (0-100) against the source is below this (off by default; not calibrated).",
+    ),
     limit: int | None = typer.Option(None, help="Translate only the first N rows."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -82,6 +86,10 @@ def translate(
 
     if backend not in ("m2m100", "llm"):
         raise typer.BadParameter("must be 'm2m100' or 'llm'", param_hint="--backend")
+    if min_back_chrf is not None and backend != "m2m100":
+        raise typer.BadParameter("needs --backend m2m100", param_hint="--min-back-chrf")
+    if min_back_chrf is not None and not 0 <= min_back_chrf <= 100:
+        raise typer.BadParameter("must be between 0 and 100 (chrF)", param_hint="--min-back-chrf")
     for name, value in (("--batch-size", batch_size), ("--beams", beams or 1)):
         if value < 1:
             raise typer.BadParameter("must be >= 1", param_hint=name)
@@ -136,13 +144,14 @@ def translate(
         fail(e)
     filters = Filters(
         min_ratio=min_ratio, max_ratio=max_ratio, langid=check_language, numbers=check_numbers,
-        min_logprob=min_logprob,
+        min_logprob=min_logprob, min_back_chrf=min_back_chrf,
     )  # fmt: skip
     try:
         summary = translate_file(
             source, output, lang, fn, batch_size=batch_size, filters=filters,
             max_chars=max_chars, limit=limit, show_progress=progress,
             generation=getattr(fn, "settings", None), split=split, columns=columns, rows=rows,
+            back_fn=getattr(fn, "back", None) if min_back_chrf is not None else None,
         )  # fmt: skip
     except (DataError, ValueError) as e:
         fail(e)

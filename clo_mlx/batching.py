@@ -67,6 +67,18 @@ def response_start(mask: np.ndarray) -> int:
     return int(covered[0] // step * step)
 
 
+def head_index(mask: np.ndarray) -> tuple[int, mx.array]:
+    """(start, positions) for sequence_logps: `start` = batching.response_start(mask); positions =
+    flat indices into mask[:, start:] of its response tokens, padded to a length bucket (so
+    compiled shapes repeat) with the index one past the end (ignored)."""
+    start = response_start(mask)
+    rest = mask[:, start:]
+    pos = np.flatnonzero(rest.reshape(-1) > 0).astype(np.int32)
+    padded = np.full(bucket_length(max(len(pos), 1), max(rest.size, 1)), rest.size, np.int32)
+    padded[: len(pos)] = pos
+    return start, mx.array(padded)
+
+
 def length_sorted_batches(
     lengths: list[int], batch_size: int, full: bool = False
 ) -> list[list[int]]:
@@ -147,7 +159,7 @@ class PairData:
             self.nll_weight[idx],
             self.is_en[idx],
         )
-        return (*(mx.array(a) for a in arrays), response_start(mask))
+        return (*(mx.array(a) for a in arrays), head_index(mask))
 
     def tokens(self, idx: list[int]) -> int:
         """Tokens of the sequences of `idx` (both of each pair; padding not counted)."""
@@ -172,7 +184,7 @@ class SequenceData:
     def batch(self, idx: list[int], max_len: int) -> tuple:
         """(inputs, targets, mask [B, L], start)."""
         arrays = collate([self.seqs[i] for i in idx], max_len)
-        return (*(mx.array(a) for a in arrays), response_start(arrays[2]))
+        return (*(mx.array(a) for a in arrays), head_index(arrays[2]))
 
     def tokens(self, idx: list[int]) -> int:
         return sum(len(self.seqs[i][0]) for i in idx)

@@ -33,6 +33,7 @@ KEEP = 2  # checkpoints kept on disk
 # micro_batch_size after running out of memory).
 RESUMABLE_CHANGES = {
     "micro_batch_size",
+    "memory_budget_gb",
     "grad_checkpoint",
     "logprob_chunk_size",
     "iters",

@@ -73,9 +73,10 @@ class TrainConfig:
     resume_adapter_file: str | None = None
     max_seq_length: int = 2048
     truncation: str = "truncate_prompt"  # or "drop"
-    grad_checkpoint: bool = False
+    grad_checkpoint: bool | None = None  # None: on only when memory_budget_gb needs it
     grad_accumulation_steps: int = 1
     micro_batch_size: int | None = None  # pairs per forward/backward; None: automatic
+    memory_budget_gb: float | None = None  # None: the machine's (memory.default_budget)
     seed: int = 0
     lora_parameters: dict = field(default_factory=_default_lora)
     loss: str = "clo"
@@ -202,6 +203,11 @@ def _validate(cfg: dict, where: str) -> None:
         raise ConfigError(
             f"{where}: micro_batch_size must be >= 1 (or null: automatic), "
             f"got {cfg['micro_batch_size']}"
+        )
+    if cfg["memory_budget_gb"] is not None and cfg["memory_budget_gb"] <= 0:
+        raise ConfigError(
+            f"{where}: memory_budget_gb must be > 0 (or null: the machine's memory), "
+            f"got {cfg['memory_budget_gb']}"
         )
     if not 0.0 <= cfg["clo"]["lambda"] <= 1.0:
         raise ConfigError(f"{where}: clo.lambda must be in [0, 1], got {cfg['clo']['lambda']}")

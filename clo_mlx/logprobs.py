@@ -1,11 +1,16 @@
 """Per-sequence response log-probs: sum_t mask[t] * log p(targets[t] | inputs[:t+1]).
 
 The full-vocabulary log-softmax is never materialised: each token's log-prob is its logit minus the
-logsumexp over the vocabulary. The output head skips the leading positions that are prompt in every
-row (`start`, see batching.response_start): the head and its logsumexp are a large share of a step
-with a big vocabulary, and prompts are often a third of the tokens. For large vocabularies the output head runs over sequence chunks
-under `mx.checkpoint`, so at most one chunk of [B, C, V] logits is alive, in the forward and in the
-backward pass.
+logsumexp over the vocabulary. The head and its logsumexp are a large share of a step with a big
+vocabulary (about a quarter of a Qwen2.5-0.5B forward), so they run only where a log-prob counts:
+- `start` (batching.response_start): the leading positions that are prompt in every row are
+  skipped;
+- `batching.head_index(mask)` gives (start, positions): the head then runs only over the gathered
+  response positions (no padding, no prompt of rows with a longer prompt), and the log-probs are
+  put back in place before the per-row sum, so the sums are the same additions as without the
+  gather (the matmul and logsumexp of a position do not depend on the other rows).
+For large vocabularies the head runs over chunks under `mx.checkpoint`, so at most one chunk of
+logits is alive, in the forward and in the backward pass.
 """
 
 from __future__ import annotations
@@ -51,15 +56,25 @@ def chunk_length(batch: int, length: int, vocab: int, chunk_size: int | None) ->
     return max(1, min(length, AUTO_CHUNK_BYTES // per_position))
 
 
+def _head_logps(head, hidden: mx.array, targets: mx.array, C: int) -> mx.array:
+    """[N, H] hidden, [N] targets -> [N] log-probs, the head over chunks of C positions."""
+    N = targets.shape[0]
+    if C >= N:
+        return token_logps(head(hidden), targets)
+    chunk = mx.checkpoint(lambda h, t: token_logps(head(h), mx.stop_gradient(t)))
+    return mx.concatenate([chunk(hidden[s : s + C], targets[s : s + C]) for s in range(0, N, C)])
+
+
 def sequence_logps(
     model: nn.Module,
     inputs: mx.array,  # [B, L] int
     targets: mx.array,  # [B, L] int
     mask: mx.array,  # [B, L] float, 1 on response tokens
     chunk_size: int | None = None,
-    start: int = 0,  # mask is 0 before this position in every row
+    start: int | tuple[int, mx.array] = 0,  # response_start, or head_index's (start, positions)
 ) -> tuple[mx.array, mx.array]:
     """(summed response log-probs [B], response token counts [B])."""
+    start, positions = start if isinstance(start, tuple) else (start, None)
     head = output_head(model)
     vocab = getattr(getattr(model, "args", None), "vocab_size", 0)
     targets, mask = targets[:, start:], mask[:, start:]  # [B, L']
@@ -69,7 +84,14 @@ def sequence_logps(
         return (logps * mask).sum(axis=-1), mask.sum(axis=-1)
     hidden = model.model(inputs)[:, start:]  # [B, L', H]
     C = chunk_length(B, L, vocab, chunk_size) if vocab else L
-    if C >= L:
+    if positions is not None:
+        # Same memory per chunk as C positions of all B rows.
+        C = C * B if chunk_size is not None else chunk_length(1, B * L, vocab, None)
+        idx = mx.minimum(positions, B * L - 1)  # the padding slots (B * L) read the last one
+        picked = _head_logps(head, hidden.reshape(B * L, -1)[idx], targets.reshape(-1)[idx], C)
+        picked = mx.where(positions < B * L, picked, 0.0)
+        logps = mx.zeros((B * L,), mx.float32).at[idx].add(picked).reshape(B, L)
+    elif C >= L:
         logps = token_logps(head(hidden), targets)  # [B, L']
     else:
         chunk = mx.checkpoint(lambda h, t: token_logps(head(h), mx.stop_gradient(t)))

@@ -9,7 +9,6 @@ written to the adapter folder or the reference cache (the two steps train in a t
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from collections import Counter
@@ -20,25 +19,20 @@ from .batching import (
     PairData,
     bucket_length,
     collate_pairs,
+    head_index,
     length_sorted_batches,
     pair_lengths,
-    response_start,
     unit_batches,
 )
 from .config import TrainConfig
-from .memory import recommended_working_set, wired_limit
+from .memory import default_budget, plan_memory, wired_limit
 from .reference import make_logp_fn
 from .run import check_output_folder, needs_reference, prepare, train_model
 
 
 def machine_memory() -> tuple[int | None, str]:
     """(bytes, what they are): the GPU's recommended working set, else the physical memory."""
-    if size := recommended_working_set():
-        return size, "recommended working set"
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory"
-    except (ValueError, OSError, AttributeError):
-        return None, "unknown"
+    return default_budget()
 
 
 def time_reference_batch(prep, cfg: TrainConfig) -> dict:
@@ -56,7 +50,7 @@ def time_reference_batch(prep, cfg: TrainConfig) -> dict:
     logp_fn = make_logp_fn(prep.model, cfg.logprob_chunk_size)
     prep.model.eval()
     tic = time.perf_counter()
-    mx.eval(logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask), response_start(mask)))
+    mx.eval(logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask), head_index(mask)))
     seconds = time.perf_counter() - tic
     total = sum(padded(b) for b in batches)
     return {
@@ -106,8 +100,14 @@ def dry_run(cfg: TrainConfig, console=None, overwrite: bool = False) -> dict:
             cfg.iters * tokens_per_step / second["tokens_per_second"]
         )
         plan["peak_memory_gb"] = mx.get_peak_memory() / 1e9
+        choice = plan_memory(cfg, data, prep.model)  # what the run will choose (adapters attached)
+        plan["memory_estimate_gb"] = choice.estimate_bytes / 1e9
+        plan["memory_fits"], plan["memory_choice"] = choice.fits, choice.why
     memory, what = machine_memory()
     plan["machine_memory_gb"] = memory / 1e9 if memory else None
+    if cfg.memory_budget_gb:
+        what = "memory_budget_gb"
+    plan["memory_budget_gb"] = cfg.memory_budget_gb or plan["machine_memory_gb"]
     print_plan(plan, cfg, what, console)
     return plan
 
@@ -140,9 +140,11 @@ def print_plan(plan: dict, cfg: TrainConfig, memory_kind: str, console) -> None:
         f"training: 2 steps took {steps} s (the first compiles) -> {cfg.iters} iters in about "
         f"{_duration(plan['training_estimate_seconds'])} (without evaluations)"
     )
-    mem = plan["machine_memory_gb"]
-    budget = f" of {mem:.1f} GB {memory_kind}" if mem else ""
-    lines.append(f"peak memory (MLX): {plan['peak_memory_gb']:.2f} GB{budget}")
+    mem = plan["memory_budget_gb"]
+    budget = f" of the {mem:.1f} GB budget ({memory_kind})" if mem else ""
+    lines.append(f"peak memory (MLX) over the 2 steps: {plan['peak_memory_gb']:.2f} GB{budget}")
+    if "memory_choice" in plan:
+        lines.append(f"memory plan for the longest batch: {plan['memory_choice']}")
     if mem and plan["peak_memory_gb"] > 0.9 * mem:
         lines.append(
             "[yellow]close to the machine's memory: lower micro_batch_size, or set "

@@ -19,7 +19,7 @@ import mlx.nn as nn
 import numpy as np
 
 from . import distributed
-from .batching import collate, collate_pairs, length_sorted_batches, pair_lengths, response_start
+from .batching import collate, collate_pairs, head_index, length_sorted_batches, pair_lengths
 from .io import atomic_save_safetensors
 from .logprobs import sequence_logps
 from .memory import with_wired_limit
@@ -29,7 +29,7 @@ from .tokens import EncodedPair
 def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
     """Compiled (inputs, targets, mask, start=0) -> (summed log-probs [B], token counts [B]).
 
-    `start`: batching.response_start of the mask (a Python int; the head skips positions before it).
+    `start`: batching.head_index of the mask (the head runs only over the response positions).
     """
 
     @partial(mx.compile, inputs=model.state)
@@ -45,7 +45,7 @@ def collated_logps(
     """(summed response log-probs, token counts) of (ids, response start) sequences, one batch."""
     inputs, targets, mask = collate(seqs, max_seq_length)
     logps, ntok = logp_fn(
-        mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+        mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
     )
     return np.array(logps), np.array(ntok)
 
@@ -90,7 +90,7 @@ def score_pairs(
     for idx in distributed.shard(batches):
         inputs, targets, mask = collate_pairs(encoded, idx, max_seq_length)
         logps, ntok = logp_fn(
-            mx.array(inputs), mx.array(targets), mx.array(mask), start=response_start(mask)
+            mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
         )
         mx.async_eval(logps, ntok)
         if queued is not None:

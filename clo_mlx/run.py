@@ -39,6 +39,7 @@ from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
 from .io import WriteError, lock_folder, remove_stale_temporaries
 from .losses import SFT_KINDS, nll_weights
+from .memory import fit_memory
 from .models import file_fingerprint, load_model, model_fingerprint
 from .reference import reference_logps, weight_dtypes, weights_digest
 from .reporting import eval_line, final_metrics, make_trackers
@@ -316,6 +317,7 @@ def train_model(
     console = console or _console()
     main = distributed.is_main()  # under mlx.launch only rank 0 writes files and logs
     attach_adapters(prep.model, cfg, console)
+    cfg = fit_memory(cfg, prep.train, prep.model, console)  # memory_budget_gb
     optimizer, start = None, 0
     if cfg.resume:
         optimizer = build_optimizer(cfg)

@@ -28,6 +28,7 @@ NON_DEFAULT = {
     "grad_checkpoint": True,
     "grad_accumulation_steps": 2,
     "micro_batch_size": 1,
+    "memory_budget_gb": 12.5,
     "seed": 42,
     "lora_parameters": {"rank": 4, "scale": 8.0, "dropout": 0.1, "keys": ["self_attn.q_proj"]},
     "loss": "dpo",

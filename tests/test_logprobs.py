@@ -153,3 +153,42 @@ def test_head_skipping_prompt_positions_changes_nothing(tiny_llama):
             np.testing.assert_allclose(
                 np.array(dict(tree_flatten(g))[k]), np.array(a), rtol=1e-4, atol=1e-6
             )
+
+
+def test_head_index_gathers_the_response_positions_after_start():
+    from clo_mlx.batching import head_index
+
+    mask = np.zeros((2, 16), np.float32)
+    mask[0, 5:9] = 1  # row 0: positions 5-8
+    mask[1, 3:5] = 1  # row 1: positions 3-4
+    start, positions = head_index(mask)
+    assert start == 2  # first response position 3, steps of 16 / 8 = 2
+    # flat indices into mask[:, 2:] ([2, 14]): row 0 -> 3..6, row 1 -> 14 + 1, 14 + 2;
+    # 6 positions padded to the bucket of 6 (step 8 -> 8, capped at 28) with the sentinel 28
+    assert np.array(positions).tolist() == [3, 4, 5, 6, 15, 16, 28, 28]
+
+
+@pytest.mark.parametrize("chunk", [None, 0, 3])
+def test_gathered_head_equals_the_full_head_in_values_and_gradients(tiny_llama, chunk):
+    """The head over the gathered response positions: the same log-probs, bit for bit (the
+    reference cache and step-0 rewards depend on it), and the same gradients as the plain path."""
+    from clo_mlx.batching import head_index
+
+    model, tok = lora_llama(tiny_llama, "v_proj")
+    seqs = [encode_pair(tok, "Hi " * (3 * i) + p.prompt, p.chosen) for i, p in enumerate(PAIRS)]
+    arrays = collate(seqs, 512)
+    index = head_index(arrays[2])
+    inputs, targets, mask = (mx.array(a) for a in arrays)
+    v0, g0 = logp_value_and_grad(model, inputs, targets, mask, chunk, index[0])
+    v, g = logp_value_and_grad(model, inputs, targets, mask, chunk, index)
+    per_row = sequence_logps(model, inputs, targets, mask, chunk, start=index)[0]
+    per_row0 = sequence_logps(model, inputs, targets, mask, chunk, start=index[0])[0]
+    assert mx.array_equal(per_row, per_row0).item()
+    assert v.item() == pytest.approx(v0.item(), rel=1e-6)
+    for k, a in dict(tree_flatten(g0)).items():
+        np.testing.assert_allclose(
+            np.array(dict(tree_flatten(g))[k]), np.array(a), rtol=1e-4, atol=1e-6
+        )
+    for i, (ids, s) in enumerate(seqs):  # and against numpy, per sequence
+        want, _ = np_response_logp(model, ids, s)
+        np.testing.assert_allclose(np.array(per_row)[i], want, rtol=1e-4)

@@ -257,3 +257,103 @@ def test_mean_logprobs_match_transformers(tiny):
 
     fn = make_m2m100(tr.path, "sw", max_new_tokens=12, with_scores=True)
     assert fn(TEXTS) == pairs
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_decode_step_equals_decode(tiny, beams):
+    # The generation path (folded weights, beams sharing their source) against the plain one,
+    # on padded sources, through a cache that grows past its first buffer, with a pad token.
+    from clo_mlx.translate.m2m100 import pad_batch
+
+    name, _, _, tr = tiny
+    m = tr.model
+    ids, mask = pad_batch(tr.encode(TEXTS), 1)
+    assert not bool(mx.all(mask).item())  # padded: the cross-attention mask matters
+    enc = m.encode(ids, mask)
+    rows = mx.array(np.repeat(np.arange(len(TEXTS)), beams))
+    plain = m.start(enc[rows], mask[rows])
+    fast = m.start(enc, mask, beams=beams)
+    rng = np.random.default_rng(0)
+    for step in range(36):
+        y = rng.integers(0, m.args.vocab_size, len(TEXTS) * beams).astype(np.int32)
+        y[step % len(y)] = m.args.pad_token_id
+        want = np.array(m.decode(mx.array(y)[:, None], plain)[:, -1, :])
+        got = np.array(m.decode_step(mx.array(y), fast))
+        assert _rel(got, want) < 1e-5, (name, step)
+        if step % 5 == 4:  # reorder beams within their sources, as beam search does
+            parent = rng.integers(0, beams, (len(TEXTS), beams)) + np.arange(len(TEXTS))[:, None] * beams  # fmt: skip
+            plain.select(mx.array(parent.reshape(-1)))
+            fast.select(mx.array(parent.reshape(-1)), False)
+
+
+def test_decode_step_in_half_precision(tiny):
+    # float16 takes the fused LayerNorm (float32 statistics) instead of the float32 CPU one.
+    from clo_mlx.translate.m2m100 import pad_batch
+
+    _, path, _, _ = tiny
+    m = load_model(path, dtype="float16")
+    ids, mask = pad_batch([[5, 6, 7, 2], [9, 2]], 1)
+    enc = m.encode(ids, mask)
+    plain, fast = m.start(enc, mask), m.start(enc, mask)
+    for y in ([2, 2], [7, 1], [30, 4]):
+        want = np.array(m.decode(mx.array(y)[:, None], plain)[:, -1, :].astype(mx.float32))
+        got = m.decode_step(mx.array(y), fast)
+        assert got.dtype == mx.float16
+        assert _rel(np.array(got.astype(mx.float32)), want) < 1e-2
+
+
+def test_step_weights_follow_new_weights(tiny):
+    from mlx.utils import tree_flatten
+
+    from clo_mlx.translate.m2m100 import pad_batch
+
+    _, path, _, _ = tiny
+    m = load_model(path)
+    ids, mask = pad_batch([[5, 6, 7, 2]], 1)
+    enc = m.encode(ids, mask)
+    before = np.array(m.decode_step(mx.array([2]), m.start(enc, mask)))
+    scaled = [(k, v * 1.5) for k, v in tree_flatten(m.decoder.layers[0].parameters())]
+    m.decoder.layers[0].load_weights(scaled)
+    after = np.array(m.decode_step(mx.array([2]), m.start(enc, mask)))
+    want = np.array(m.decode(mx.array([[2]]), m.start(enc, mask))[:, -1, :])
+    assert _rel(after, want) < 1e-5 and _rel(after, before) > 1e-2
+
+
+def test_beam_candidates_host_and_device_agree():
+    from clo_mlx.translate.m2m100 import _candidates
+
+    rng = np.random.default_rng(0)
+    B, nb, V, K = 5, 3, 40, 6
+    logits = rng.standard_normal((B * nb, V)).astype(np.float32) * 3
+    logits[0, [9, 7]] = 10.0  # a tie at the top: the lower index comes first
+    run_scores = rng.standard_normal((B, nb)).astype(np.float32)
+    run_scores[:, 1:] = -1e9  # the first step: only beam 0 is live
+    run_scores[0] = [0.0, -1e9, -1e9]
+    logp = logits - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
+    acc = (logp.reshape(B, nb, V) + run_scores[:, :, None]).reshape(B, nb * V)
+    want = np.argsort(-acc, axis=1, kind="stable")[:, :K]
+    for host in (True, False):
+        top, lp = _candidates(mx.array(logits), run_scores, None, K, host=host)
+        np.testing.assert_array_equal(top, want)
+        np.testing.assert_allclose(lp, np.take_along_axis(acc, want, 1), atol=1e-5)
+        assert list(top[0, :2]) == [7, 9]
+        top, lp = _candidates(mx.array(logits), run_scores, 11, K, host=host)
+        assert (top[:, 0] == 11).all() and np.all(lp[:, 0] == run_scores[:, 0])
+
+
+def test_cpu_attention_equals_the_fused_kernel():
+    # `_attend` takes the fused kernel on a GPU; its CPU formulation must compute the same.
+    from clo_mlx.translate.m2m100 import _attend
+
+    rng = np.random.default_rng(1)
+    q, k, v = (mx.array(rng.standard_normal(s).astype(np.float32)) for s in [(3, 2, 4, 8), (3, 2, 7, 8), (3, 2, 7, 8)])  # fmt: skip
+    keep = np.ones((3, 1, 1, 7), bool)
+    keep[1, ..., 5:] = False
+    bias = mx.where(mx.array(keep), 0.0, -mx.inf)
+    for b in (None, bias):
+        fused = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=b)
+        np.testing.assert_allclose(np.array(_attend(q, k, v, b)), np.array(fused), atol=1e-5)
+    s = np.einsum("bhqd,bhkd->bhqk", np.array(q), np.array(k)) + np.where(keep, 0.0, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ np.array(v)
+    np.testing.assert_allclose(np.array(_attend(q, k, v, bias)), want, atol=1e-5)

@@ -105,3 +105,87 @@ def test_training_reference_and_eval_run_under_the_limit(
     assert limits.count(3 * GB) == limits.count(7) >= 3
     assert limits[-1] == 7
     assert fidelity.generate_responses.__wrapped__ is not None
+
+
+# ----------------------------------------------------------------------------- memory budget
+
+SHAPE = memory.ModelShape(hidden=8, layers=2, intermediate=16, heads=2, vocab=100,
+                          weight_bytes=1000, trainable=10)  # fmt: skip
+BIG_CHUNK = 256 * 2**20
+
+
+def test_pass_peak_is_the_hand_derived_sum():
+    # 2 sequences x 4 tokens = 8 tokens. Per token and layer 4 B x (10 x 8 + 4 x 16) = 576;
+    # scores 2 copies x 4 B x 2 seqs x 2 heads x 4 x 4 = 512; one layer 8 x 576 + 512 = 5120.
+    # Head: 8 positions x 100 x 4 B x 3 = 9600. Weights 1000, LoRA + grads + Adam 16 x 10 = 160.
+    assert memory.pass_peak_bytes(SHAPE, 2, 4, False, BIG_CHUNK) == 1160 + 2 * 5120 + 9600
+    # Checkpointed: the layers' inputs (2 x 8 x 8 x 4 B = 512) plus one layer recomputed.
+    assert memory.pass_peak_bytes(SHAPE, 2, 4, True, BIG_CHUNK) == 1160 + 512 + 5120 + 9600
+    # Head chunks of 800 B = 2 positions: 3 x 2 x 400.
+    assert memory.pass_peak_bytes(SHAPE, 2, 4, False, 800) == 1160 + 2 * 5120 + 2400
+
+
+# Estimates for batch 4 pairs (2 sequences each) of 4 tokens, from the sums above:
+# micro 4: 80520, micro 2: 40840, micro 1: 21000; with checkpointing 62088, 31624, 16392.
+@pytest.mark.parametrize(
+    "budget, want",
+    [
+        (100_000, (4, False, True, True)),  # the default settings fit
+        (50_000, (2, False, True, False)),  # smaller micro-batches first
+        (18_000, (1, True, True, False)),  # then gradient checkpointing
+        (10_000, (1, True, False, False)),  # nothing fits: the smallest estimate, flagged
+    ],
+)
+def test_chooser_picks_the_fastest_settings_that_fit(budget, want):
+    c = memory.choose_memory(SHAPE, 4, 2, 4, budget, auto_micro=4)
+    assert (c.micro_batch_size, c.grad_checkpoint, c.fits, c.default) == want
+    assert c.estimate_bytes == {4: 80520, 2: 40840, 1: 16392 if want[1] else 21000}[want[0]]
+    assert ("does NOT fit" in c.why) == (not want[2])
+
+
+def test_chooser_keeps_the_users_settings_and_says_when_they_do_not_fit():
+    c = memory.choose_memory(SHAPE, 4, 2, 4, 50_000, auto_micro=4, micro_batch_size=4)
+    assert (c.micro_batch_size, c.grad_checkpoint, c.fits) == (4, True, False)  # 62088
+    c = memory.choose_memory(SHAPE, 4, 2, 4, 50_000, 4, micro_batch_size=4, grad_checkpoint=False)
+    assert (c.micro_batch_size, c.grad_checkpoint, c.estimate_bytes, c.fits) == (
+        4,
+        False,
+        80520,
+        False,
+    )
+    c = memory.choose_memory(SHAPE, 4, 2, 4, 100_000, 4, grad_checkpoint=True)
+    assert (c.micro_batch_size, c.grad_checkpoint, c.estimate_bytes) == (4, True, 62088)
+
+
+def test_the_automatic_micro_batch_caps_the_choice():
+    # auto_micro 2 (longer sequences): the chooser never goes above the default pass size.
+    c = memory.choose_memory(SHAPE, 4, 2, 4, 10**9, auto_micro=2)
+    assert (c.micro_batch_size, c.default) == (2, True)
+
+
+def test_memory_budget_must_be_positive():
+    from clo_mlx.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="memory_budget_gb must be > 0"):
+        build_config(overrides={"memory_budget_gb": -1.0})
+
+
+def test_a_small_budget_makes_the_run_use_the_chosen_settings(learnable_llama, tmp_path):
+    """The run resolves the automatic settings with the chooser and says so in one line."""
+    import io
+
+    from conftest import parallel_rows, write_jsonl
+    from rich.console import Console
+
+    from clo_mlx.checkpoint import find_checkpoint
+    from clo_mlx.run import run_training
+
+    write_jsonl(tmp_path / "data" / "train.jsonl", parallel_rows(8))
+    cfg = train_config(learnable_llama, tmp_path / "data", tmp_path, batch_size=4, iters=1,
+                       save_every=1, steps_per_eval=100, memory_budget_gb=1e-6)  # fmt: skip
+    out = io.StringIO()
+    run_training(cfg, console=Console(file=out, width=200))
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("memory: "))
+    assert "micro_batch_size 1, grad_checkpoint on" in line and "does NOT fit" in line
+    ckpt, _ = find_checkpoint(cfg.adapter_path)
+    assert ckpt.config["micro_batch_size"] == 1 and ckpt.config["grad_checkpoint"] is True

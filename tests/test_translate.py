@@ -271,6 +271,32 @@ def test_low_confidence_is_off_by_default_and_rejects_when_set(tmp_path):
     assert s["reasons"]["low_confidence"] == 1 and bad[0]["detail"].startswith("response:")
 
 
+def test_back_translation_is_off_by_default_and_rejects_when_set(tmp_path):
+    src = write_jsonl(
+        tmp_path / "en.jsonl",
+        [{"id": i, "prompt": p, "response": r} for i, p, r in FILTER_ROWS[:2]],
+    )
+    english = {v: k for k, v in GOOD_SW.items()}
+    calls = []
+
+    def back(texts):  # the good row comes back word for word, the code row garbled
+        calls.append(list(texts))
+        return ["Nothing like it." if t == "Endesha hii:" else english[t] for t in texts]
+
+    s = translate_file(src, tmp_path / "a.jsonl", "sw", fake_translate, show_progress=False, back_fn=back)  # fmt: skip
+    assert s["kept"] == 2 and not calls  # no threshold: not called
+    s = translate_file(
+        src, tmp_path / "b.jsonl", "sw", fake_translate, filters=Filters(min_back_chrf=60),
+        show_progress=False, back_fn=back,
+    )  # fmt: skip
+    bad = lines(side_paths(tmp_path / "b.jsonl")[0])
+    assert s["kept"] == 1 and s["reasons"]["back_translation"] == 1
+    assert bad[0]["id"] == "code" and bad[0]["detail"].startswith("response: back-translation chrF")
+    assert "back_translation (1)" in Path(s["report_file"]).read_text()
+    # one call for the batch, each distinct translated piece once
+    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0])) == 5
+
+
 def test_bad_language_and_mismatched_output(tmp_path):
     src = write_jsonl(
         tmp_path / "en.jsonl", [{"prompt": "Answer briefly.", "response": "Say hello."}]
@@ -468,6 +494,35 @@ def test_cli_reads_the_source_once(tmp_path, monkeypatch):
     assert reads == [src]
 
 
+def test_cli_back_translation_with_the_same_model(tmp_path, tiny_m2m100):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    src = write_jsonl(tmp_path / "en.jsonl", [{"id": i, "prompt": p, "response": r} for i, p, r in FILTER_ROWS])  # fmt: skip
+    args = ["translate", "--source", str(src), "--lang", "sw", "--model", str(tiny_m2m100)]
+    args += ["--max-new-tokens", "3", "--no-progress", "--no-check-language", "--no-check-numbers"]
+    args += ["--min-ratio", "0", "--max-ratio", "1000"]
+    runs = {}
+    for name, threshold in (("off", None), ("zero", "0"), ("all", "100.1")):
+        out = tmp_path / f"{name}.jsonl"
+        extra = ["--min-back-chrf", threshold] if threshold else []
+        res = CliRunner().invoke(app, [*args, "--output", str(out), *extra])
+        runs[name] = (
+            res,
+            json.loads(side_paths(out)[1].read_text()) if res.exit_code == 0 else None,
+        )
+    assert runs["all"][0].exit_code == 2 and "between 0 and 100" in runs["all"][0].output
+    off, zero = runs["off"][1], runs["zero"][1]
+    assert off["reasons"]["back_translation"] == zero["reasons"]["back_translation"] == 0
+    assert zero["kept"] == off["kept"]  # chrF >= 0 always: nothing more rejected
+    res = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "h.jsonl"), "--min-back-chrf", "100"])  # fmt: skip
+    high = json.loads(side_paths(tmp_path / "h.jsonl")[1].read_text())
+    # a random tiny model does not give the English back: every row that passed is rejected
+    assert res.exit_code == 0 and high["kept"] == 0
+    assert high["reasons"]["back_translation"] == off["kept"] > 0
+
+
 def test_llm_backend_batched_equals_unbatched_greedy(tiny_llama, tmp_path):
     from mlx_lm import generate
 
@@ -496,3 +551,26 @@ def test_llm_backend_batched_equals_unbatched_greedy(tiny_llama, tmp_path):
         == sum(summary["reasons"].values())
         == len(lines(side_paths(tmp_path / "o.jsonl")[0]))
     )
+
+
+def test_m2m100_back_translates_with_the_same_model(tiny_m2m100):
+    # `.back` is the same checkpoint from sw into English: the ids transformers generates
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    from clo_mlx.translate.backends import make_m2m100
+
+    texts = ["Answer briefly.", "lulu", "Say hello."]  # non-empty output from the tiny model
+    fn = make_m2m100(tiny_m2m100, "sw", max_new_tokens=8)
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny_m2m100))
+    tok.src_lang = "sw"
+    hf = transformers.M2M100ForConditionalGeneration.from_pretrained(str(tiny_m2m100)).eval()
+    with torch.no_grad():
+        out = hf.generate(
+            **tok(texts, return_tensors="pt", padding=True),
+            forced_bos_token_id=tok.get_lang_id("en"), max_new_tokens=8, num_beams=1,
+        )  # fmt: skip
+    drop = set(tok.all_special_ids) | set(tok.id_to_lang_token)
+    ref = [tok.decode([i for i in row if i not in drop]).strip() for row in out.tolist()]
+    assert fn.back(texts) == ref and any(ref)
+    assert fn.back(texts) != fn(texts)  # the other direction

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from clo_mlx.translate.filters import (
     Filters,
+    check_back_translation,
     check_language,
     check_length,
     check_numbers,
     check_pair,
+    chrf,
     has_repetition,
     length_band,
     text_length,
@@ -57,6 +60,31 @@ LEGIT = [
     ("The man, 32, was held.", "Ọkùnrin ẹni ọdún méjìlélọ́gbọ̀n náà wà ní àhámọ́.", "yo"),
     ("Fifty-eight percent said no.", "58 Prozent sagten nein.", "de"),
     ("It rose from 1.7 million four years ago.", "4년 전의 170만보다 증가했다.", "ko"),
+    # Yoruba numbers read by value: 380,000 = 1000 x (400 - 20); 44 = 4 + 40; 7:55 = 8 less 5
+    ("The city has 380,000 people.", "Ìlú náà ní ẹgbẹ̀rún-lọ́nà-irinwódínlógún eniyan.", "yo"),
+    ("The 44-year-old was found.", "Ẹni ọdún mẹ́rìnlélógójì náà ni wọ́n rí.", "yo"),
+    ("He came at 7.55am.", "Ó dé ní aago mẹ́jọ òwúrọ̀ ku ìṣẹ́jú máàrún.", "yo"),
+    ("It holds 500 prisoners.", "Ó ńtọ́jú àwọn ẹlẹ́wọn ẹ̀ẹ́dẹ̀gbẹ̀ta.", "yo"),
+    (
+        "They took $26,750.",
+        "Wọ́n gba ẹgbẹ́rùn lọ́nà mẹ́rìndínlọ́gbọ̀n àti ẹgbẹ̀rindínláàádọ́ta dọ́là.",
+        "yo",
+    ),
+    ("It sold 110 units.", "Ó ta ọgọ́rùn-ún ó lé mẹ́wàá.", "yo"),
+    ("In the 1980s he worked there.", "Ní àwọn ọdún 1980 sí 1989 ó ṣiṣẹ́ níbẹ̀.", "yo"),
+    # ranges carry units and times; conversions are rounded, not exact
+    ("He sails from 1 to 4 PM.", "Er segelt von 13 bis 16 Uhr.", "de"),
+    ("Expect 2 to 4 inches of rain.", "Erwartet werden 5 bis 10 Zentimeter Regen.", "de"),
+    ("The 6-foot-6 forward", "Der 1,98 m große Flügelspieler", "de"),
+    ("It is about a mile away.", "Es ist etwa 1,6 Kilometer entfernt.", "de"),
+    ("The 1950-53 war", "Der Krieg von 1950 bis 1953", "de"),
+    ("He gets a 30% discount.", "他打了七折。", "zh"),
+    ("He sold 15 pigs.", "그는 돼지 열 다섯 마리를 팔았다.", "ko"),
+    ("A bogey and two doubles", "보기 1개와 더블 2개", "ko"),  # CJK counters: "a" = 1
+    ("It moved out in the 1930s.", "它在 20 世纪 30 年代搬走了。", "zh"),
+    ("72 per cent passed and 72 per cent stayed.", "72% 通过，72% 留下。", "zh"),
+    ("Fourteen people were treated.", "有14人接受了治疗。", "zh"),
+    ("Fourteen people were treated.", "열네 명이 치료를 받았다.", "ko"),
 ]
 BROKEN = [
     # (English, translation, lang): a number changed or dropped
@@ -71,6 +99,26 @@ BROKEN = [
     ("Fifty-eight percent said no.", "50 Prozent sagten nein.", "de"),
     ("We met at 6 a.m.", "Wir trafen uns um 0 Uhr.", "de"),  # Swahili clock only for sw
     ("What is 12 plus 30?", "Kumi na tatu jumlisha thelathini ni ngapi?", "sw"),
+    # weekdays are not numbers: "Sunday" (7th day) does not explain a changed 7
+    ("They trail by eight points, next Sunday.", "다음주 일요일 7점 뒤처진다.", "ko"),
+    ("They trail by eight points on Sunday.", "Wako nyuma kwa pointi 7 Jumapili.", "sw"),
+    # an article is not the number 1; a month is written as a number in CJK
+    ("In June, the Commission published a report.", "1월, 위원회는 보고서를 발표했다.", "ko"),
+    ("Votes are cast in November.", "월에 투표가 실시된다.", "ko"),
+    # a conversion is rounded, not changed: 550 lb = 249.5 kg
+    ("The 550 pound hog", "Das 252 Kilo schwere Schwein", "de"),
+    ("It was 2 to 3 inches.", "Es waren 5 bis 7 Zentimeter.", "de"),  # 7.6 cm is 8, not 7
+    # a decade with its century must be there; a year is not its last two digits
+    ("It moved out in the 1930s.", "Es zog in den er-Jahren aus.", "de"),
+    ("It was 34 percent in 2016, 16 percent now.", "于 年为 34%，现在为 16%。", "zh"),
+    # in zh/ja/ko a number word of 11 or more is written out: it must be there
+    ("Fourteen people were treated.", "有 人接受了治疗。", "zh"),
+    # a number the source has twice must be there twice
+    ("72 per cent passed and 72 per cent stayed.", "% 通过，72% 留下。", "zh"),
+    # Yoruba: a spelled number with another value, or a number gone
+    ("West, 41, spoke.", "West, ẹni ọdún mẹ́rinlélógójì, sọ̀rọ̀.", "yo"),
+    ("It began in 2016.", "Ó bẹ̀rẹ̀ ní ọdún .", "yo"),
+    ("It has 500 prisoners and 24 guards.", "Ó ní ẹlẹ́wọn ẹ̀ẹ́dẹ̀gbẹ̀ta.", "yo"),
 ]
 
 
@@ -154,7 +202,9 @@ def test_real_references_mostly_pass_and_corruptions_are_caught(lang):
     # NTREX lines 1000-1099: held out from the band calibration (lines 0-999).
     rows = ntrex(range(1000, 1100))
     rejected = [r["line"] for r in rows if check_pair(r["en"], r[lang], lang) is not None]
-    assert len(rejected) <= {"yo": 8}.get(lang, 3), rejected
+    # yo: 9 of 100, most of them reference defects: 1021 writes 16 for "26", 1030 drops
+    # "July 20", 1006 adds "2020", 1028/1045/1063 leave out clauses (ratio 0.60-0.67).
+    assert len(rejected) <= {"yo": 9}.get(lang, 3), rejected
     untranslated = sum(check_pair(r["en"], r["en"], lang) is not None for r in rows)
     assert untranslated >= 95
     long_rows = [r for r in rows if len(r["en"]) >= 40]
@@ -189,6 +239,22 @@ def test_real_numbers_changed_are_caught():
         (299, "ko"),  # 19:30 -> 오후 7시 30분
         (1164, "ko"),  # biennial, 12th -> 2년마다, 12번째
         (1164, "de"),  # 12th time -> zum 12. Mal
+        # calibration part: Yoruba spelled numbers, ranges with units, conversions
+        (147, "yo"),  # 380,000 -> ẹgbẹ̀rún-lọ́nà-irinwódínlógún
+        (150, "yo"),  # 44, 32 -> mẹ́rìnlélógójì, méjilélọ́gbọ̀n; 7.55am -> aago mẹ́jọ ku ìṣẹ́jú máàrún
+        (186, "yo"),  # 4.40 am -> aago máàrún-ku-ogún
+        (262, "yo"),  # $350,000 -> ẹgbẹ̀rún-lọ́ná-irinwódínláàádọ́ta
+        (347, "yo"),  # 09:30 -> aago mẹ́ẹ̀sán àti ààbọ̀
+        (353, "yo"),  # 500 -> ẹ̀ẹ́dẹ̀gbẹ̀ta
+        (441, "yo"),  # $26,750
+        (206, "de"),  # 1 to 4 inches -> 2,5 bis 10 Zentimeter
+        (208, "de"),  # 2 to 4 inches -> 5 bis 10 Zentimeter
+        (267, "de"),  # 6-foot-6 -> 1,98 m
+        (342, "de"),  # about a mile -> etwa 1,6 Kilometer
+        (751, "de"),  # 1950-53 -> 1950 bis 1953
+        (181, "ko"),  # 15 pigs -> 열 다섯 마리
+        (725, "ko"),  # A bogey and two doubles -> 보기 1개와 더블 2개
+        (32, "zh"),  # 1930s -> 20 世纪 30 年代
     ],
 )
 def test_real_sentences_numbers(line, lang):
@@ -202,3 +268,54 @@ def test_real_sentences_repetition_and_language():
         words = r["sw"].split()
         looped = " ".join(words[:3] + [" ".join(words[3:6])] * 6 + words[6:])
         assert check_pair(r["en"], looped, "sw")[0] == "repetition"
+
+
+@needs_data
+def test_real_discounts_zh():
+    # MGSM: "a 30% discount" -> 打七折 (pay 70%); 24, 36, 79 and 246 use 折
+    rows = [json.loads(x) for x in (DATA / "mgsm_parallel_en_de_zh_sw.jsonl").open()]
+    with_zhe = [r for r in rows if "折" in r["zh"]]
+    assert len(with_zhe) == 4
+    assert all(check_numbers(r["en"], r["zh"], "zh") is None for r in with_zhe)
+
+
+@needs_data
+@pytest.mark.parametrize("lang", ["de", "zh", "ko", "id", "sw", "yo"])
+def test_real_numbers_changed_or_dropped_are_caught(lang):
+    # held-out lines 1000-1499: a digit changed, or a whole number (> 10) taken out
+    rows = [r for r in ntrex(range(1000, 1500)) if re.search(r"\d", r[lang])]
+    changed = dropped = n_dropped = 0
+    for r in rows:
+        runs = list(re.finditer(r"\d+", r[lang]))
+        m = runs[-1]
+        d = str((int(m.group(0)[-1]) + 5) % 10)
+        changed += check_numbers(r["en"], r[lang][: m.end() - 1] + d + r[lang][m.end() :], lang) is not None  # fmt: skip
+        big = [m for m in runs if int(m.group(0)) > 10]
+        if big:
+            n_dropped += 1
+            cut = r[lang][: big[0].start()] + r[lang][big[0].end() :]
+            dropped += check_numbers(r["en"], cut, lang) is not None
+    assert changed >= 0.95 * len(rows)
+    assert dropped >= 0.90 * n_dropped
+
+
+# ------------------------------------------------------------------ back-translation
+
+
+def test_chrf_hand_computed():
+    assert chrf("abc", "abc") == 100.0
+    assert chrf("abc", "xyz") == 0.0
+    # 1-grams: 2 of 3 match (F = 2/3); 2-grams: ab of {ab, bc} (1/2); 3-grams: none (0);
+    # longer n-grams do not exist, so the mean is over 3 orders
+    assert chrf("abc", "abd") == pytest.approx(100 * (2 / 3 + 1 / 2 + 0) / 3)
+    assert chrf("a b c", "abc") == 100.0  # whitespace is ignored
+    # recall counts twice as much as precision (beta = 2): a short hypothesis scores low
+    p, r = 1.0, 1 / 3
+    assert chrf("a", "abc") == pytest.approx(100 * 5 * p * r / (4 * p + r))
+
+
+def test_back_translation_check_is_off_by_default():
+    assert check_back_translation("Good morning.", "Bad evening.", Filters()) is None
+    bad = check_back_translation("Good morning.", "Bad evening.", Filters(min_back_chrf=50))
+    assert bad[0] == "back_translation" and "chrF" in bad[1]
+    assert check_back_translation("Good morning.", "Good morning!", Filters(min_back_chrf=50)) is None  # fmt: skip

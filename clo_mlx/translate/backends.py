@@ -43,6 +43,7 @@ def make_m2m100(
     Decoding settings left as None come from the checkpoint's generation_config.json (as in
     transformers); the returned function's `settings` says which value was used and from where.
     `with_scores`: it returns (translation, mean token log-prob) pairs, for `--min-logprob`.
+    Its `back` translates from `lang` into English with the same model (`--min-back-chrf`).
     """
     from .m2m100 import Translator, generation_settings
 
@@ -61,7 +62,11 @@ def make_m2m100(
     def translate(texts: list[str]) -> list[str]:
         return tr.translate(texts, target, batch_size=batch_size, with_scores=with_scores, **kw)
 
+    def back(texts: list[str]) -> list[str]:  # the same model, from `lang` into English
+        return tr.translate(texts, "en", src_lang=target, batch_size=batch_size, **kw)
+
     translate.settings = settings
+    translate.back = back
     return translate
 
 

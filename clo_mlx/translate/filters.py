@@ -10,9 +10,12 @@ returns a `(reason, detail)` for the first rule it breaks, or None:
   sentence-final punctuation;
 - `wrong_language`: English left as it was, or py3langid preferring English over the target;
 - `numbers`: a number of the source missing, or a number in the translation that nothing in the
-  source explains. What translators legitimately do is allowed: months and weekdays as numbers,
-  number words either way, ordinals, decades, 12/24-hour and Swahili clock times, digit grouping,
-  decimal commas, scale words (1.5 million = 150万) and CJK numerals.
+  source explains. What translators legitimately do is allowed: months as numbers, number
+  words either way (Yoruba's read by value), ordinals, decades, 12/24-hour and Swahili clock
+  times, rounded unit conversions, digit grouping, decimal commas, scale words (1.5 million =
+  150万) and CJK numerals;
+- `back_translation` (optional, `check_back_translation`): the translation put back into
+  English by the same model is too far (chrF) from the source.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +40,7 @@ REASONS = (
     "wrong_language",
     "numbers",
     "low_confidence",
+    "back_translation",
 )
 BANDS_FILE = Path(__file__).parents[1] / "assets" / "length_bands.json"
 _DENSE = {"zh", "ja", "yue", "wuu", "ko"}  # scripts needing far fewer characters than English
@@ -52,6 +57,7 @@ class Filters:
     numbers: bool = True
     candidates: tuple[str, ...] = ("en",)
     min_logprob: float | None = None  # mean per-token log-prob below which a row is rejected
+    min_back_chrf: float | None = None  # chrF of the back-translation below which it is
 
     def ratio_bounds(self, lang: str, src_len: float = 100.0) -> tuple[float, float]:
         low, _, high = length_band(lang, src_len)
@@ -183,16 +189,19 @@ EN_WORDS: dict[str, float] = {
 }  # fmt: skip
 _MONTHS = "january february march april may june july august september october november december".split()  # fmt: skip
 _MONTH_ABBR = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
-EN_NAMED = {
+# Weekdays are not here: they are written as words (星期一, Jumatatu), never as digits, and
+# as values (Sunday = 7, or 2 in Swahili) they explained changed numbers.
+_MONTH_VALUE = {
     **{m: i + 1 for i, m in enumerate(_MONTHS)},
     **{m: i + 1 for i, m in enumerate(_MONTH_ABBR)},
     "sept": 9,
-    **{d: i + 1 for i, d in enumerate(_WEEKDAYS)},
 }
-# Weekdays as numbers: zh 星期一 (Monday = 1) ... 星期日/天 (7); Swahili Jumatatu = "day 3"
-# after Saturday (Jumamosi = 1), so Monday..Friday are 3..7 and Saturday, Sunday 1, 2.
-_SW_WEEKDAY = {1: 3, 2: 4, 3: 5, 4: 6, 5: 7, 6: 1, 7: 2}
+# Nouns after which "a"/"an" means 1 to a translator ("a year ago" = 1년 전).
+_A_UNITS = set(
+    "year month week day hour minute second decade century mile kilometre kilometer metre "
+    "meter foot feet inch yard pound kilo kilogram ton tonne litre liter gallon percent "
+    "point goal dollar euro cent penny quarter half third".split()
+)
 
 # Number words in target languages: they explain a source number the translator spelled out.
 TARGET_WORDS: dict[str, dict[str, float]] = {
@@ -320,16 +329,19 @@ class Item:
     readings: set[float]
     parts: list[set[float]] = field(default_factory=list)
     converted: set[float] = field(default_factory=set)  # in metric units (rounded by translators)
+    month: bool = False  # 6월, 6月: explained only by a month name or a number of the source
 
 
 @dataclass
 class Numbers:
-    """Numbers in a text: `required` items, values that only explain, and (Yoruba) spelled
-    numbers whose value is not parsed."""
+    """Numbers in a text: `required` items, values that only explain, and (Yoruba) number
+    words that could not be read."""
 
     required: list[Item]
     optional: set[float]
     unknown: int = 0
+    months: set[float] = field(default_factory=set)
+    converted: set[float] = field(default_factory=set)
 
     def values(self) -> set[float]:
         out = set(self.optional)
@@ -361,27 +373,60 @@ def _blank(text: str, start: int, end: int) -> str:
 
 
 _FAHRENHEIT = -1.0
-_TO_METRIC = {
-    "mile": 1.609344, "mph": 1.609344, "pound": 0.45359237, "lb": 0.45359237, "inch": 2.54,
-    "in": 2.54, "feet": 0.3048, "foot": 0.3048, "ft": 0.3048, "yard": 0.9144, "gallon": 3.785,
-    "ounce": 28.35, "oz": 28.35, "acre": 0.4047, "degree": _FAHRENHEIT, "°f": _FAHRENHEIT,
+# Factors to metric, with the rounder ones translators also use (1 inch = 2.5 cm).
+_TO_METRIC: dict[str, tuple[float, ...]] = {
+    "mile": (1.609344, 1.6), "mph": (1.609344, 1.6), "pound": (0.45359237, 0.45, 0.5),
+    "lb": (0.45359237, 0.45, 0.5), "inch": (2.54, 2.5), "in": (2.54, 2.5),
+    "feet": (0.3048, 30.48, 0.3), "foot": (0.3048, 30.48, 0.3), "ft": (0.3048, 30.48, 0.3),
+    "yard": (0.9144, 0.9), "gallon": (3.785,), "ounce": (28.35,), "oz": (28.35,),
+    "acre": (0.4047,), "degree": (_FAHRENHEIT,), "°f": (_FAHRENHEIT,),
 }  # fmt: skip
-_UNIT = re.compile(
-    r"\s*-?\s*(miles?|mph|pounds?|lbs?\.?|inch(?:es)?|in\.|feet|foot|ft\.?|yards?|gallons?|"
-    r"ounces?|oz\.?|acres?|degrees?|°F)(?![^\W\d_])",
-    re.I,
+_UNIT_NAMES = (
+    r"miles?|mph|pounds?|lbs?\.?|inch(?:es)?|in\.|feet|foot|ft\.?|yards?|gallons?|"
+    r"ounces?|oz\.?|acres?|degrees?|°F"
+)
+_UNIT = re.compile(rf"\s*-?\s*({_UNIT_NAMES})(?![^\W\d_])", re.I)
+# "2 to 4 inches", "1-2 miles": the first number has the unit too
+_RANGE_UNIT = re.compile(
+    rf"\s*(?:to|-|–|or|and)\s*[\d.,]+\s*-?\s*({_UNIT_NAMES})(?![^\W\d_])", re.I
+)
+_FEET_INCHES = re.compile(r"(\d+)(?:-|\s)(?:foot|feet|ft)(?:-|\s)(\d+)(?![\d])", re.I)  # 6-foot-6
+_AMPM_RANGE = re.compile(
+    r"\b(\d{1,2})\s*(?:to|-|–|and|until)\s*(?=\d{1,2}(?:[:.]\d{2})?\s*([ap])\.?\s?m\b)", re.I
 )
 _EXTRA_EN = {"biennial": 2, "triennial": 3, "freshman": 1, "sophomore": 2, "junior": 3,
-             "senior": 4, "top": 1, "teen": 10, "teens": 10, "teenage": 10, "teenager": 10, "teenagers": 10, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14}  # fmt: skip
+             "senior": 4, "top": 1, "teen": 10, "teens": 10, "teenage": 10, "teenager": 10,
+             "teenagers": 10, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14,
+             "duo": 2, "trio": 3, "thirds": 3, "quarters": 4, "fifths": 5, "tenths": 10}  # fmt: skip
+_TENS_VALUES = {20 + 10 * i for i in range(8)}
+
+
+def _metric(values: set[float], unit: str) -> set[float]:
+    """`values` in `unit` converted to metric (all the factors translators use)."""
+    name = unit.lower().rstrip(".")
+    factors = next(f for k, f in _TO_METRIC.items() if name.startswith(k))
+    if factors == (_FAHRENHEIT,):
+        return {(v - 32) * 5 / 9 for v in values} | {v * 5 / 9 for v in values}
+    return {v * f for v in values for f in factors}
 
 
 def source_numbers(text: str, lang: str = "") -> Numbers:
-    """Numbers of an English text: digits (required) and words, months, weekdays (optional).
+    """Numbers of an English text: digits (required) and words, months (optional; months are
+    required in Chinese, Japanese and Korean, which write them as numbers).
 
     `lang` is the target language (Swahili reads clock times 6 hours off)."""
     text = _norm_digits(text)
     required: list[Item] = []
     optional: set[float] = set()
+    converted: set[float] = set()  # number words with a unit ("a mile" = 1.6 km)
+    for m in _FEET_INCHES.finditer(text):  # 6-foot-6 = 1.98 m
+        inches = int(m.group(1)) * 12 + int(m.group(2))
+        metric = {inches * 2.54, inches * 0.0254}
+        required += [Item(m.group(i), {float(int(m.group(i)))}, converted=metric) for i in (1, 2)]
+        text = _blank(text, m.start(), m.end())
+    for m in _AMPM_RANGE.finditer(text):  # "from 1 to 4 PM" = 13 bis 16 Uhr
+        required.append(Item(m.group(1), _hours(int(m.group(1)), m.group(2) + "m", lang == "sw")))
+        text = _blank(text, m.start(1), m.end(1))
     for m in _TIME.finditer(text):  # "2:30 pm", "5.30pm", "14:00", "9 a.m."
         h, mm = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(5))
         if int(h) > 24 or (mm and int(mm) >= 60):
@@ -394,30 +439,46 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
         text = _blank(text, m.start(), m.end())
     for m in _DECADE.finditer(text):  # "the 1990s" -> 90年代; "his 40s" -> "Vierzigern"
         v = int(m.group(1))
-        optional |= {float(v), float(v % 100), float(v % 100 + 1900), float(v % 100 + 2000)}
+        years = {float(v), float(v % 100), float(v % 100 + 1900), float(v % 100 + 2000)}
+        optional |= years | {y + 9 for y in years}  # "the 1980s" = "1980 to 1989"
+        if v >= 1000:
+            optional.add(float(v // 100 + 1))  # "the 1930s" = 20 世纪 30 年代
+        # A decade with its century is written in digits; "the 2000s" may be "this century".
+        if len(m.group(1)) == 4 and v % 100:
+            required.append(Item(m.group(1), {float(v), float(v % 100)}))
         text = _blank(text, m.start(1), m.end(1))
     for m in _NUM.finditer(text):
         tok = m.group(1)
         vals = _scaled(_readings(tok), _SCALES.get(_next_word(text, m.end())))
-        if tok.isdigit() and len(tok) == 4 and 1900 <= int(tok) <= 2099:
-            vals.add(float(int(tok) % 100))  # a year written '19
-        unit = _UNIT.match(text, m.end())
-        converted = set()
-        if unit:  # 385 miles = 620 km, 80 degrees = 27 °C: translators convert
-            name = unit.group(1).lower().rstrip(".")
-            factor = next(f for k, f in _TO_METRIC.items() if name.startswith(k))
-            converted = {v * factor for v in vals}
-            if factor == _FAHRENHEIT:
-                converted = {(v - 32) * 5 / 9 for v in vals} | {v * 5 / 9 for v in vals}
-        required.append(Item(tok, vals, converted=converted))
+        if tok.isdigit() and len(tok) == 2:
+            year = re.search(r"((?:19|20)\d\d)\s*[-–]\s*$", text[: m.start()])
+            if year:  # 1950-53 = 1950 bis 1953
+                vals.add(float(int(year.group(1)[:2] + tok)))
+            elif re.search(r"(?:[A-Za-z]|')$", text[: m.start()]):  # SS19, '19 = 2019
+                vals.add(float(2000 + int(tok)))
+        unit = _UNIT.match(text, m.end()) or _RANGE_UNIT.match(text, m.end())
+        # 385 miles = 620 km, 80 degrees = 27 °C: translators convert
+        conv = _metric(vals, unit.group(1)) if unit else set()
+        required.append(Item(tok, vals, converted=conv))
     total, current, words = 0.0, 0.0, []  # a run of number words: "twenty five" = 25 only
-    for w in [w.casefold() for w in _TOKEN.findall(text)] + [""]:
-        if w in EN_NAMED:
-            optional.add(float(EN_NAMED[w]))
-            if w in _WEEKDAYS:
-                optional.add(float(_SW_WEEKDAY[EN_NAMED[w]]))
+    tokens, months = _TOKEN.findall(text) + [""], set()
+    for i, (orig, w) in enumerate((t, t.casefold()) for t in tokens):
+        nxt = tokens[i + 1].casefold() if i + 1 < len(tokens) else ""
+        if w in _MONTH_VALUE:
+            optional.add(float(_MONTH_VALUE[w]))
+            months.add(float(_MONTH_VALUE[w]))
+            # A capitalised month name is written as a number in Chinese, Japanese, Korean
+            # ("May" is left out: mostly Theresa May).
+            if lang in _DENSE and orig[0].isupper() and w != "may":
+                required.append(Item(orig, {float(_MONTH_VALUE[w])}))
+        if w in ("a", "an") and lang not in _DENSE and nxt.rstrip("s") not in _A_UNITS:
+            w = "_"  # "a" is 1 before a unit ("a year" = 1 Jahr); CJK counters: "a bogey" = 1개
+        if w in ("quarter", "half") and nxt in ("hour", "an"):
+            optional |= {15.0, 30.0, 45.0}  # a quarter-hour = 15분
         if w in _EXTRA_EN:
             optional.add(float(_EXTRA_EN[w]))
+        if (w in EN_WORDS or w == "_") and _UNIT.match(" " + nxt):  # "a mile", "two feet"
+            converted |= _metric({float(EN_WORDS.get(w, 1))}, nxt)
         if w in _MULTIPLIERS and not words:  # "1.5 million", "a thousand": on its own
             optional.add(_MULTIPLIERS[w])
         elif w in _MULTIPLIERS:  # "two hundred", "three million"
@@ -427,16 +488,24 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
             else:
                 total, current = total + (current or 1) * scale, 0.0
             words.append(w)
-        elif w in _CARDINALS:
+        elif w in _CARDINALS and not (
+            words and not (words[-1] in _MULTIPLIERS or (current in _TENS_VALUES and _CARDINALS[w] < 10))
+        ):  # fmt: skip
             current += _CARDINALS[w]
             words.append(w)
-        elif not (w == "and" and words):
-            if w in EN_WORDS:
-                optional.add(float(EN_WORDS[w]))
+        elif w == "and" and words and words[-1] in _MULTIPLIERS:  # "two hundred and five"
+            pass
+        else:
             if words:
                 optional.add(total + current)
+                if lang in _DENSE and total + current >= 11:  # "fourteen people" = 14人
+                    required.append(Item(" ".join(words), {total + current}))
             total, current, words = 0.0, 0.0, []
-    return Numbers(required, optional)
+            if w in _CARDINALS:  # "one and three": a new run
+                current, words = float(_CARDINALS[w]), [w]
+            elif w in EN_WORDS:
+                optional.add(float(EN_WORDS[w]))
+    return Numbers(required, optional, months=months, converted=converted)
 
 
 def _cjk_value(s: str) -> float | None:
@@ -464,10 +533,133 @@ _COMPOUND = re.compile(
     rf"(?:(?:{_NUM_SIMPLE})?\s?[十百千천백万萬亿億만억조]\s?)+(?:{_NUM_SIMPLE})?(?![\d])"
 )
 _TIME_LIKE = re.compile(r"(?<![\d])(?<![\d][.,])(\d{1,2})[:.h](\d{2})(?![\d]|[.,]\d)")
-_YO_SPELLED = re.compile(
-    r"^\w*(?:din|dil|kanla|ejila|etala|erinla|edogun|ogun|ogoji|aadota|ogota|ogorin|aadorun|"
-    r"ogorun|egberun|ogbon|edogbon|irinwo|egberin|aadorin|lelo|lela|aabo)\w*$|^igba$"
-)
+
+
+# ---------------------------------------------------------------------------- Yoruba numbers
+# Yoruba counts in twenties, adding (le: mejilelogbon = 2 + 30), subtracting (din:
+# merindinlogun = 20 - 4, irinwodinmedogun = 400 - 15) and multiplying (egberun lona ogorun
+# = 1000 x 100), in one word or several. Spelled forms are matched without tone marks and with
+# doubled letters collapsed (references write ogoorun, ogorun-un and ọgọ́rùn-ún alike).
+_YO_UNITS = (  # (plain, counting "m-", ordinal "k-") forms of 1..10
+    ("okan kan eni", "mokan", "kini ikini kinni akoko"), ("eji", "meji", "keji ekeji ikeji"),
+    ("eta", "meta", "keta iketa"), ("erin", "merin", "kerin ikerin"),
+    ("arun", "marun", "karun ikarun"), ("efa", "mefa", "kefa ikefa"),
+    ("eje", "meje", "keje ikeje"), ("ejo", "mejo", "kejo ikejo"),
+    ("esan", "mesan", "kesan ikesan"), ("ewa", "mewa", "kewa ikewa"),
+)  # fmt: skip
+_YO_ATOMS: dict[str, float] = {
+    **{w: i + 1 for i, forms in enumerate(_YO_UNITS) for f in forms for w in f.split()},
+    "mokanla": 11, "kokanla": 11, "mejila": 12, "kejila": 12, "metala": 13, "ketala": 13,
+    "merinla": 14, "kerinla": 14, "medogun": 15, "kedogun": 15, "edogun": 15, "ogun": 20,
+    "medogbon": 25, "kedogbon": 25, "ogbon": 30, "ogoji": 40, "adota": 50, "ogota": 60,
+    "adorin": 70, "ogorin": 80, "orin": 80, "adorun": 90, "ogorun": 100, "adofa": 110,
+    "ogofa": 120, "adoje": 130, "ogoje": 140, "adojo": 150, "ogojo": 160, "adosan": 170,
+    "ogosan": 180, "adowa": 190, "igba": 200, "odunrun": 300, "odurun": 300, "odun": 300,
+    "irinwo": 400, "edegbeta": 500, "egbeta": 600, "edegberin": 700, "egberin": 800,
+    "edegberun": 900, "egberun": 1e3, "egba": 2e3, "oke": 2e4, "milionu": 1e6,
+    "bilionu": 1e9, "abo": 0.5,
+}  # fmt: skip
+# ordinals: ikeji, ekeji, elekeji (the second), ikerinla (14th)
+_YO_ATOMS.update({p + w: v for w, v in list(_YO_ATOMS.items()) if w[0] == "k" for p in ("i", "e", "ele")})  # fmt: skip
+_YO_SCALES = {"egberun": 1e3, "milionu": 1e6, "bilionu": 1e9}
+_YO_ALONE_NOT = {"odun", "oke", "orin", "abo"}  # alone: "year", "hill", "song", "female"
+_YO_JOINS = ("le", "din", "lona", "ku", "ati", "o")
+# le l-ogun, le n-igba (ní elided); ku iseju marun (minutes); ogbon-ojo (day); aago mejo owuro ku (morning)
+_YO_FILLERS = ("l", "n", "ni", "iseju", "jo", "ojo", "owuro", "osan", "irole", "ale")
+_YO_MORPHEMES = sorted({*_YO_ATOMS, *_YO_JOINS, *_YO_FILLERS}, key=len, reverse=True)
+
+
+def _yo_norm(word: str) -> str:
+    w = re.sub(r"[^a-z]", "", _strip_marks(word.casefold()))
+    if w == "oodun":  # ọ̀ọ́dún (300), not ọdún (year)
+        return "odunrun"
+    w = re.sub(r"(un|an)\1", r"\1", w)  # márùn-ún, mẹ́sàn-án
+    return re.sub(r"(.)\1+", r"\1", w)
+
+
+@lru_cache(maxsize=65536)
+def _yo_split(w: str) -> tuple[tuple[str, ...], ...]:
+    """Every way to write `w` as number morphemes (at most 8)."""
+    if not w:
+        return ((),)
+    out: list[tuple[str, ...]] = []
+    for m in _YO_MORPHEMES:
+        if w.startswith(m):
+            out += [(m, *rest) for rest in _yo_split(w[len(m) :])]
+            if len(out) >= 8:
+                break
+    return tuple(out[:8])
+
+
+def _yo_clean(seq: tuple[str, ...]) -> tuple[str, ...]:
+    """The morphemes that carry value: fillers dropped where they belong."""
+    return tuple(
+        m for i, m in enumerate(seq)
+        if not (m in ("l", "n", "ni") and (i == 0 or seq[i - 1] in ("le", "din")))
+        and not (m == "iseju" and i and seq[i - 1] == "ku")
+        and not (m in ("jo", "ojo") and i == len(seq) - 1 and i)
+        and not (m in ("owuro", "osan", "irole", "ale") and seq[i + 1 : i + 2] == ("ku",))
+        and not (m == "o" and seq[i + 1 : i + 2] == ("le",))
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=16384)
+def _yo_eval(seq: tuple[str, ...]) -> frozenset[float]:
+    """Values of a cleaned morpheme sequence under every bracketing (egberun lona (irinwo din
+    ogun) = 380,000; (milionu ogun) ati (egberun lona irinwo) = 20.4 million)."""
+    if len(seq) == 1:
+        return frozenset({_YO_ATOMS[seq[0]]} if seq[0] in _YO_ATOMS else ())
+    out: set[float] = set()
+    for k in range(1, len(seq)):
+        if seq[k] in _YO_JOINS and k < len(seq) - 1:
+            left, right = _yo_eval(seq[:k]), _yo_eval(seq[k + 1 :])
+            for a in left:
+                for b in right:
+                    out |= {
+                        "le": {a + b}, "ati": {a + b}, "din": {abs(b - a)}, "lona": {a * b},
+                        "ku": {(a - 1) or 12, 60 - b},  # aago mẹ́jọ ku ìṣẹ́jú márùn-ún = 7:55
+                    }.get(seq[k], set())  # fmt: skip
+        elif seq[k] not in _YO_JOINS and seq[k - 1] not in _YO_JOINS:
+            # egberun marun = 5000, ogorun milionu = 100 million: a scale word multiplies
+            if (k == 1 and seq[0] in _YO_SCALES) or (k == len(seq) - 1 and seq[k] in _YO_SCALES):
+                out |= {a * b for a in _yo_eval(seq[:k]) for b in _yo_eval(seq[k:])}
+    return frozenset(out)
+
+
+def _yo_values(w: str, alone: bool) -> set[float]:
+    out: set[float] = set()
+    for seq in _yo_split(w):
+        seq = _yo_clean(seq)
+        if seq and len(seq) <= 12 and not (alone and len(seq) == 1 and seq[0] in _YO_ALONE_NOT):
+            out |= _yo_eval(seq)
+    return out
+
+
+def yoruba_numbers(text: str) -> tuple[set[float], int]:
+    """Values of the spelled-out numbers in a Yoruba text, and how many number words in it
+    could not be read (a garbled or unusual form)."""
+    words = [_yo_norm(w) for w in re.findall(r"(?:[^\W\d_]|[\u0300-\u036f])+(?:-(?:[^\W\d_]|[\u0300-\u036f])+)*", text)]  # fmt: skip
+    values: set[float] = set()
+    read = [False] * len(words)
+    for i in range(len(words)):
+        if not _yo_split(words[i]):
+            continue
+        for j in range(i + 1, min(i + 6, len(words)) + 1):
+            if not _yo_split(words[j - 1]):
+                break
+            found = _yo_values("".join(words[i:j]), alone=j == i + 1)
+            if found:
+                values |= found
+                read[i:j] = [True] * (j - i)
+    if re.search(r"\bati aabo\b", _strip_marks(text.casefold())):  # "and a half": 9:30
+        values |= {0.5, 30.0}
+    stems = "ogun|ogbon|ogoji|adota|ogota|adorin|ogorin|adorun|ogorun|egberun|irinwo|egbeta|egberin"
+    unknown = sum(
+        1
+        for w, r in zip(words, read, strict=True)
+        if not r and re.search("din|le", w) and re.search(stems, w)
+    )
+    return values, unknown
 
 
 def _compound_value(s: str) -> float:
@@ -491,6 +683,9 @@ def _compound_value(s: str) -> float:
     return total + section
 
 
+_KO_NATIVE = re.compile(
+    r"(열|스물|스무|서른|마흔|쉰)\s?(하나|한|둘|두|셋|세|넷|네|다섯|여섯|일곱|여덟|아홉)"
+)
 _SW_TENS = "kumi|ishirini|thelathini|arobaini|hamsini|sitini|sabini|themanini|tisini"
 _SW_COMPOUND = re.compile(rf"\b(?:(?P<tens>{_SW_TENS})\s+na|(?P<scale>mia|elfu))\s+(?P<unit>\w+)")
 
@@ -532,13 +727,17 @@ def target_numbers(text: str, lang: str) -> Numbers:
         scale = _TGT_SCALES.get(unit) or _TGT_SCALES.get(_next_word(text, m.end()))
         before = _TGT_SCALES.get(_prev_word(text, m.start()))
         vals = _scaled(_scaled(_readings(tok), scale), before)
-        if tok.isdigit() and len(tok) == 2 and after in "年년'":  # 90年代, '90s
-            vals |= {float(int(tok) + 1900), float(int(tok) + 2000)}
-        required.append(Item(tok, vals))
+        if tok.isdigit() and len(tok) == 2 and (after in "年년'" or text[m.start() - 1 : m.start()] in ("'", "’")):  # fmt: skip
+            vals |= {float(int(tok) + 1900), float(int(tok) + 2000)}  # 90年代, '90s, '19
+        required.append(Item(tok, vals, month=lang in _DENSE and after in "月월"))
     for m in _CJK_RE.finditer(text):
         v = _cjk_value(m.group(0))
         if v is not None:
             optional.add(v)
+            if text[m.end() : m.end() + 1] == "折":  # 七折 = 70% of the price = 30% off
+                tenths = _cjk_value(m.group(0)[0]) or 0
+                pct = float(int("".join(str(_CJK_DIGITS.get(c, 0)) for c in m.group(0)))) if len(m.group(0)) == 2 else tenths * 10  # fmt: skip
+                optional |= {pct, 100 - pct}
             optional |= {float(_CJK_DIGITS[c]) for c in m.group(0) if c in _CJK_DIGITS}
     words = TARGET_WORDS.get(lang, {})
     unknown = 0
@@ -549,6 +748,12 @@ def target_numbers(text: str, lang: str) -> Numbers:
                 optional.add(words[m.group("tens")] + unit)
             elif unit is not None:
                 optional.add(words[m.group("scale")] * unit)
+    if lang == "yo":
+        values, unknown = yoruba_numbers(text)
+        optional |= values
+    if lang == "ko":  # native numbers: 열 다섯 = 15, 스물두 = 22
+        for m in _KO_NATIVE.finditer(text):
+            optional.add(float(words[m.group(1)] + words[m.group(2)]))
     for w in re.findall(r"(?:[^\W\d_]|[\u0300-\u036f])+(?:-[^\W\d_]+)?", text):
         key = _strip_marks(w.casefold()) if lang == "yo" else w.casefold()
         if key in words:
@@ -556,8 +761,6 @@ def target_numbers(text: str, lang: str) -> Numbers:
         elif lang == "sw" and key[:2] in ("wa", "ma", "vi", "mi", "ki", "ji"):  # class prefixes
             if key[2:] in words:
                 optional.add(float(words[key[2:]]))
-        elif lang == "yo" and _YO_SPELLED.match(key):
-            unknown += 1
         elif lang == "ko":
             for k, v in words.items():
                 if len(k) > 1 and key.startswith(k):
@@ -571,9 +774,30 @@ def _close(a: set[float], b: set[float]) -> bool:
     return any(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x in a for y in b)
 
 
+def _rounds_to(x: float, y: float) -> bool:
+    """Whether `x` is a translator's rounding of the converted amount `y`: within 0.5%
+    (another conversion factor), or `y` rounded (to >= 2 significant digits) or cut off (to
+    >= 3) at some decimal place (385 miles = 619.6 km -> 620; 85 mph = 136.8 km/h -> 136)."""
+    if abs(x - y) <= 0.005 * abs(y) or math.isclose(x, round(y)):
+        return True
+    if abs(y) >= 20 and any(math.isclose(x, round(y / k) * k) for k in (5, 10)):
+        return True  # "about 60 cm" for two feet (61 cm)
+    if y == 0:
+        return False
+    digits = math.floor(math.log10(abs(y))) + 1  # digits before the decimal point
+    for places in range(2 - digits, 3):  # keeps >= 2 significant digits
+        step = 10.0**-places
+        if math.isclose(x, round(y / step) * step, abs_tol=1e-9):
+            return True
+        if digits + places >= 3 and any(
+            math.isclose(x, f(y / step) * step, abs_tol=1e-9) for f in (math.floor, math.ceil)
+        ):
+            return True
+    return False
+
+
 def _near(a: set[float], b: set[float]) -> bool:
-    """As close as a translator's rounding of a unit conversion: 1 unit or 3%."""
-    return any(abs(x - y) <= max(1.0, 0.03 * abs(y)) for x in a for y in b)
+    return any(_rounds_to(x, y) for x in a for y in b)
 
 
 def _explained(item: Item, values: set[float], converted: set[float] = frozenset()) -> bool:
@@ -588,7 +812,7 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     """A source number missing from the translation, or a translated number nothing explains.
 
     In languages without a number-word list a missing number 0-10 is allowed (it may be spelled
-    out); in Yoruba, as many missing numbers as the translation has spelled-out number words.
+    out); in Yoruba, as many missing numbers as the translation has number words it cannot read.
     """
     s, t = source_numbers(src, lang), target_numbers(tgt, lang)
     t_all, s_all = t.values(), s.values()
@@ -601,8 +825,17 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
         and not (lang not in TARGET_WORDS and 0 <= min(it.readings) and max(it.readings) <= 10)
     ]
     missing = missing[t.unknown :]
-    s_conv = set().union(*(it.converted for it in s.required))
-    extra = [it.tok for it in t.required if not _explained(it, s_all, s_conv)]
+    s_conv = set().union(s.converted, *(it.converted for it in s.required))
+    s_req = set().union(*(it.readings for it in s.required)) | s.months
+    extra = [
+        it.tok for it in t.required if not _explained(it, s_req if it.month else s_all, s_conv)
+    ]
+    if not missing:  # "72 per cent ... 72 per cent": both, not one
+        counts = Counter(it.tok for it in s.required if it.tok.isdigit() and len(it.tok) >= 2)
+        for tok, k in counts.items():
+            v = float(int(tok))
+            if k > 1 and sum(v in it.readings for it in t.required) < k:
+                missing.append(tok)
     if not missing and not extra:
         return None
     parts = []
@@ -611,6 +844,41 @@ def check_numbers(src: str, tgt: str, lang: str) -> tuple[str, str] | None:
     if extra:
         parts.append(f"unexplained {sorted(set(extra))}")
     return "numbers", "numbers differ (" + ", ".join(parts) + ")"
+
+
+# ---------------------------------------------------------------------------- back-translation
+
+
+def _char_ngrams(text: str, n: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(len(text) - n + 1):
+        out[text[i : i + n]] = out.get(text[i : i + n], 0) + 1
+    return out
+
+
+def chrf(hypothesis: str, reference: str, order: int = 6, beta: float = 2.0) -> float:
+    """Sentence chrF (Popović 2015), 0-100: the F-beta of character n-gram precision and
+    recall for n = 1..order, averaged over the orders both texts have, whitespace removed."""
+    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
+    scores = []
+    for n in range(1, order + 1):
+        h, r = _char_ngrams(hyp, n), _char_ngrams(ref, n)
+        if not h or not r:
+            continue
+        match = sum(min(c, r.get(g, 0)) for g, c in h.items())
+        p, rec = match / sum(h.values()), match / sum(r.values())
+        scores.append((1 + beta**2) * p * rec / (beta**2 * p + rec) if match else 0.0)
+    return 100 * sum(scores) / len(scores) if scores else 0.0
+
+
+def check_back_translation(src: str, back: str, filters: Filters) -> tuple[str, str] | None:
+    """`back_translation`: the translation put back into English is too far from `src`."""
+    if filters.min_back_chrf is None:
+        return None
+    score = chrf(back, src)
+    if score < filters.min_back_chrf:
+        return "back_translation", f"back-translation chrF {score:.1f} < {filters.min_back_chrf:g}"
+    return None
 
 
 # ---------------------------------------------------------------------------- all checks

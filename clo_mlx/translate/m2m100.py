@@ -19,6 +19,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 from mlx_lm.models.cache import KVCache
 
 # ISO 639-1 (as py3langid uses) -> NLLB-200 (FLORES-200) language codes.
@@ -108,11 +109,38 @@ class Attention(nn.Module):
     def key_values(self, x: mx.array) -> tuple[mx.array, mx.array]:
         return self.split(self.k_proj(x)), self.split(self.v_proj(x))
 
-    def __call__(self, x, keys, values, mask=None) -> mx.array:
-        B, L, _ = x.shape
-        q = self.split(self.q_proj(x))
+    def __call__(self, x, keys, values, mask=None, group: int = 1) -> mx.array:
+        """`group` consecutive rows of `x` share one row of `keys`/`values`/`mask` (the beams
+        of one source in cross-attention): their queries are stacked along the length axis."""
+        B, L, D = x.shape
+        q = self.split(self.q_proj(x).reshape(B // group, group * L, D))
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, D))
+
+
+def _attend(q: mx.array, k: mx.array, v: mx.array, bias: mx.array | None = None) -> mx.array:
+    """softmax(q @ k.T + bias) @ v for scaled queries q (B, H, Q, D), keys/values (B, H, L, D):
+    the fused kernel on a GPU; on the CPU, where it falls back to separate operations anyway,
+    the same products with fewer of them."""
+    if mx.default_device() != mx.cpu:
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=bias)
+    s = q @ k.swapaxes(-1, -2)
+    if bias is not None:
+        s = s + bias
+    return mx.softmax(s, axis=-1, precise=True) @ v
+
+
+def _fold_norm(norm: nn.LayerNorm, linears: list[nn.Linear], scales: list[float]):
+    """(W, b) with x_hat @ W.T + b == concat_i(linear_i(x_hat * g + beta) * scale_i), for the
+    LayerNorm's (g, beta): its affine part moves into the projections that follow it."""
+    g, beta = norm.weight.astype(mx.float32), norm.bias.astype(mx.float32)
+    ws, bs = [], []
+    for lin, s in zip(linears, scales, strict=True):
+        w = lin.weight.astype(mx.float32)
+        ws.append(w * g[None, :] * s)
+        bs.append((w @ beta + lin.bias.astype(mx.float32)) * s)
+    dtype = linears[0].weight.dtype
+    return mx.concatenate(ws).astype(dtype), mx.concatenate(bs).astype(dtype)
 
 
 class EncoderLayer(nn.Module):
@@ -145,12 +173,12 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
         self.act = _ACTIVATIONS[args.activation_function]
 
-    def __call__(self, x, self_mask, cache: KVCache, cross_kv, cross_mask) -> mx.array:
+    def __call__(self, x, self_mask, cache: KVCache, cross_kv, cross_mask, group=1) -> mx.array:
         h = self.self_attn_layer_norm(x)
         k, v = cache.update_and_fetch(*self.self_attn.key_values(h))
         x = x + self.self_attn(h, k, v, mask=self_mask)
         h = self.encoder_attn_layer_norm(x)
-        x = x + self.encoder_attn(h, *cross_kv, mask=cross_mask)
+        x = x + self.encoder_attn(h, *cross_kv, mask=cross_mask, group=group)
         return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
 
 
@@ -170,21 +198,28 @@ class Decoder(nn.Module):
 
 @dataclass
 class DecoderState:
-    """Per-layer self-attention caches, cross-attention keys/values and the source mask."""
+    """Per-layer self-attention caches, cross-attention keys/values and the source mask.
+
+    With `beams > 1` the decoder rows are `beams` consecutive rows per source, and the
+    cross-attention keys/values are stored once per source, not once per beam.
+    """
 
     caches: list[KVCache]
     cross_kv: list[tuple[mx.array, mx.array]]
     cross_mask: mx.array
+    beams: int = 1
+    cross_bias: mx.array | None = None  # additive form of cross_mask (None: no padding)
+    folded: list | None = None  # M2M100._step_weights(), for decode_step
 
     @property
     def offset(self) -> int:
         return self.caches[0].offset
 
     def select(self, rows: mx.array, cross_rows: mx.array | None = None) -> None:
-        """Keep/reorder batch rows (finished rows dropped, beams reordered).
+        """Keep/reorder decoder rows (finished rows dropped, beams reordered).
 
-        `cross_rows` (default `rows`) picks the encoder side; beams of one source share it, so
-        reordering beams needs no copy of it (`cross_rows=False`).
+        `cross_rows` (default `rows`) picks the sources of the encoder side; reordering beams
+        within their sources changes none of it (`cross_rows=False`).
         """
         for c in self.caches:
             c.keys, c.values = c.keys[rows], c.values[rows]
@@ -193,6 +228,8 @@ class DecoderState:
         cross_rows = rows if cross_rows is None else cross_rows
         self.cross_kv = [(k[cross_rows], v[cross_rows]) for k, v in self.cross_kv]
         self.cross_mask = self.cross_mask[cross_rows]
+        if self.cross_bias is not None:
+            self.cross_bias = self.cross_bias[cross_rows]
 
 
 class M2M100(nn.Module):
@@ -238,13 +275,83 @@ class M2M100(nn.Module):
         # Boolean (B, 1, 1, S): which keys may be attended to.
         return (mask != 0)[:, None, None, :]
 
-    def start(self, encoder_out: mx.array, mask: mx.array) -> DecoderState:
-        """Empty decoder state for a batch of encoded sources."""
+    def start(self, encoder_out: mx.array, mask: mx.array, beams: int = 1) -> DecoderState:
+        """Empty decoder state for a batch of encoded sources, `beams` decoder rows each."""
         cross_kv = [layer.encoder_attn.key_values(encoder_out) for layer in self.decoder.layers]
         caches = [KVCache() for _ in self.decoder.layers]
         for c in caches:  # short outputs; beams gather the whole buffer each step
             c.step = 32
-        return DecoderState(caches, cross_kv, self._key_mask(mask))
+        key_mask = self._key_mask(mask)
+        bias = None
+        if not mx.all(key_mask).item():
+            bias = mx.where(key_mask, 0.0, -mx.inf).astype(encoder_out.dtype)
+        return DecoderState(caches, cross_kv, key_mask, beams, bias, self._step_weights())
+
+    def _step_weights(self) -> list[dict[str, tuple[mx.array, mx.array]]]:
+        """Per decoder layer, (W, b) of one q/k/v projection and of the cross-attention query
+        projection for `decode_step`, with the LayerNorm before them folded in and the
+        attention scale in the queries (extra memory: 4 * d_model**2 per layer). Rebuilt when
+        the weights change."""
+        key = tuple(id(p) for _, p in tree_flatten(self.decoder.parameters()))
+        if getattr(self, "_folded", (None,))[0] == key:
+            return self._folded[1]
+        out = []
+        for layer in self.decoder.layers:
+            sa, ca = layer.self_attn, layer.encoder_attn
+            norm = layer.self_attn_layer_norm
+            qkv = _fold_norm(norm, [sa.q_proj, sa.k_proj, sa.v_proj], [sa.scale, 1, 1])
+            cq = _fold_norm(layer.encoder_attn_layer_norm, [ca.q_proj], [ca.scale])
+            out.append({"qkv": qkv, "cq": cq})
+        mx.eval(out)
+        object.__setattr__(self, "_folded", (key, out))
+        return out
+
+    def decode_step(self, ids: mx.array, state: DecoderState) -> mx.array:
+        """Logits (B, V) for one decoder token per row, `ids` (B,): `decode(ids[:, None], state)`
+        in fewer operations (folded weights, no per-head reshapes), for generation."""
+        a = self.args
+        R = ids.shape[0]
+        offset = state.offset
+        table = self._position_table(a.pad_token_id + 2 + offset)
+        pos = table[a.pad_token_id + 1 + offset].astype(self.shared.weight.dtype)
+        x = self.shared(ids) * self.embed_scale + pos * (ids != a.pad_token_id)[:, None]
+        nb = state.beams
+        # MLX's CPU layer_norm is a chain of small operations; in float32 fewer do (means as
+        # matrix products). Elsewhere the fused kernel (which accumulates in float32) runs.
+        cpu32 = mx.default_device() == mx.cpu and x.dtype == mx.float32
+        mean = mx.full((x.shape[-1], 1), 1 / x.shape[-1], x.dtype) if cpu32 else None
+
+        def norm(x, ln, affine=False):
+            if not cpu32:
+                w, b = (ln.weight, ln.bias) if affine else (None, None)
+                return mx.fast.layer_norm(x, w, b, ln.eps)
+            xc = x - x @ mean
+            x = xc * mx.rsqrt(mx.addmm(mx.array([ln.eps], x.dtype), xc * xc, mean))
+            return x * ln.weight + ln.bias if affine else x
+
+        def linear(x, lin, residual=None):
+            if residual is None:
+                return mx.addmm(lin.bias, x, lin.weight.T)
+            return mx.addmm(residual, x, lin.weight.T) + lin.bias
+
+        for layer, w, cache, (ck, cv) in zip(
+            self.decoder.layers, state.folded, state.caches, state.cross_kv, strict=True
+        ):
+            H = layer.self_attn.heads
+            h = norm(x, layer.self_attn_layer_norm)
+            qkv = mx.addmm(w["qkv"][1], h, w["qkv"][0].T).reshape(R, 3, H, 1, -1)
+            k, v = cache.update_and_fetch(qkv[:, 1], qkv[:, 2])
+            x = linear(_attend(qkv[:, 0], k, v).reshape(R, -1), layer.self_attn.out_proj, x)
+            h = norm(x, layer.encoder_attn_layer_norm)
+            q = mx.addmm(w["cq"][1], h, w["cq"][0].T).reshape(R // nb, nb, H, -1).swapaxes(1, 2)
+            o = _attend(q, ck, cv, state.cross_bias).swapaxes(1, 2).reshape(R, -1)
+            x = linear(o, layer.encoder_attn.out_proj, x)
+            h = layer.act(linear(norm(x, layer.final_layer_norm, True), layer.fc1))
+            x = linear(h, layer.fc2, x)
+        x = norm(x, self.decoder.layer_norm, True)
+        if a.tie_word_embeddings:
+            return self.shared.as_linear(x)
+        return self.lm_head(x)
 
     def decode(self, ids: mx.array, state: DecoderState) -> mx.array:
         """Logits (B, T, V) for decoder tokens `ids` (B, T) following those already in `state`."""
@@ -257,7 +364,7 @@ class M2M100(nn.Module):
             cols = mx.arange(offset + T)[None, :]
             self_mask = cols <= rows
         for layer, cache, kv in zip(self.decoder.layers, state.caches, state.cross_kv, strict=True):
-            x = layer(x, self_mask, cache, kv, state.cross_mask)
+            x = layer(x, self_mask, cache, kv, state.cross_mask, state.beams)
         x = self.decoder.layer_norm(x)
         if self.args.tie_word_embeddings:
             return self.shared.as_linear(x)
@@ -527,9 +634,9 @@ def _greedy(model, enc, mask, forced, max_new_tokens) -> list[list[int]]:
     state = model.start(enc, mask)
     seqs = [[a.decoder_start_token_id] for _ in range(B)]
     live = np.arange(B)  # batch rows still decoding, as indices into seqs
-    y = mx.full((B, 1), a.decoder_start_token_id, dtype=mx.int32)
+    y = mx.full((B,), a.decoder_start_token_id, dtype=mx.int32)
     for step in range(max_new_tokens):
-        logits = model.decode(y, state)[:, -1, :]
+        logits = model.decode_step(y, state)
         if step == 0 and forced is not None:
             nxt = np.full(len(live), forced, dtype=np.int64)
         else:
@@ -543,8 +650,44 @@ def _greedy(model, enc, mask, forced, max_new_tokens) -> list[list[int]]:
             rows = mx.array(np.nonzero(keep)[0])
             state.select(rows)
             live, nxt = live[keep], nxt[keep]
-        y = mx.array(nxt.astype(np.int32))[:, None]
+        y = mx.array(nxt.astype(np.int32))
     return seqs
+
+
+def _candidates(logits, run_scores, forced: int | None, K: int, host: bool | None = None):
+    """The `K` best continuations (beam * V + token) per source of beam search and their summed
+    log-probs, best first, ties by index (like a stable sort); `forced`: the only allowed token.
+
+    `host` (default: on the CPU) runs this in numpy, whose exp and partition are several times
+    faster than MLX's CPU ones (the arrays are in host memory either way); else on the device."""
+    B, nb = run_scores.shape
+    V = logits.shape[-1]
+    bi = np.arange(B)[:, None]
+    if host or (host is None and mx.default_device() == mx.cpu):
+        if forced is not None:
+            logp = np.full((B * nb, V), -np.inf, np.float32)
+            logp[:, forced] = 0.0
+        else:
+            lg = np.array(logits)  # one wait for the device per step
+            shifted = lg - lg.max(-1, keepdims=True)
+            logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        acc = (logp.reshape(B, nb, V) + run_scores[:, :, None]).reshape(B, nb * V)
+        part = np.argpartition(-acc, K - 1, axis=1)[:, :K]
+        part_lp = acc[bi, part]
+    else:
+        if forced is not None:
+            logp = mx.where(mx.arange(V) == forced, 0.0, -mx.inf)[None, :]
+            logp = mx.broadcast_to(logp, logits.shape)
+        else:
+            logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        acc = (logp.reshape(B, nb, V) + mx.array(run_scores)[:, :, None]).reshape(B, nb * V)
+        part = mx.argpartition(-acc, kth=K - 1, axis=1)[:, :K]
+        part_lp = mx.take_along_axis(acc, part, axis=1)
+        mx.eval(part, part_lp)  # one wait for the device per step
+        part, part_lp = np.array(part), np.array(part_lp)
+    part = part.astype(np.int64)
+    order = np.lexsort((part, -part_lp), axis=1)
+    return part[bi, order], part_lp[bi, order].astype(np.float32)
 
 
 def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_stopping):
@@ -552,8 +695,7 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
     B = enc.shape[0]
     K = 2 * nb  # candidates kept per step (one EOS id)
     max_length = 1 + max_new_tokens
-    rows = mx.array(np.repeat(np.arange(B), nb))
-    state = model.start(enc[rows], mask[rows])
+    state = model.start(enc, mask, beams=nb)
 
     neg = np.float32(-1e9)
     run_seq = np.full((B, nb, max_length), a.pad_token_id, dtype=np.int64)
@@ -569,36 +711,21 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
     cur_len = 1
     live = np.arange(B)  # sources still decoding, as indices into results
     results: list[list[int]] = [[] for _ in range(B)]
-    y = mx.full((B * nb, 1), a.decoder_start_token_id, dtype=mx.int32)
+    y = mx.full((B * nb,), a.decoder_start_token_id, dtype=mx.int32)
     while True:
-        logits = model.decode(y, state)[:, -1, :].astype(mx.float32)
+        logits = model.decode_step(y, state).astype(mx.float32)
         V = logits.shape[-1]
-        if cur_len == 1 and forced is not None:
-            logp = mx.where(mx.arange(V) == forced, 0.0, -mx.inf)[None, :]
-            logp = mx.broadcast_to(logp, logits.shape)
-        else:
-            logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        acc = (logp.reshape(B, nb, V) + mx.array(run_scores)[:, :, None]).reshape(B, nb * V)
-        # The K best of nb * V candidates, selected on the device, ordered on the host
-        # (ties by index, like a stable sort).
-        part = mx.argpartition(-acc, kth=K - 1, axis=1)[:, :K]
-        part_lp = mx.take_along_axis(acc, part, axis=1)
-        mx.eval(part, part_lp)  # one wait for the device per step
-        part, part_lp = np.array(part).astype(np.int64), np.array(part_lp).astype(np.float32)
-        order = np.lexsort((part, -part_lp), axis=1)
-        top = np.take_along_axis(part, order, axis=1)
-        top_lp = np.take_along_axis(part_lp, order, axis=1)
+        bi = np.arange(B)[:, None]
+        top, top_lp = _candidates(logits, run_scores, forced if cur_len == 1 else None, K)
         src, tok = top // V, top % V
-        top_seq = np.take_along_axis(run_seq, src[:, :, None], axis=1)
+        top_seq = run_seq[bi, src]
         top_seq[:, :, cur_len] = tok
         hits = (tok == a.eos_token_id) | (cur_len + 1 >= max_length)
 
         # Running beams: the best `nb` candidates that did not finish.
         run_lp = top_lp + hits.astype(np.float32) * neg
         nxt = np.argsort(-run_lp, axis=1, kind="stable")[:, :nb]
-        run_seq = np.take_along_axis(top_seq, nxt[:, :, None], axis=1)
-        run_scores = np.take_along_axis(run_lp, nxt, axis=1)
-        parent = np.take_along_axis(src, nxt, axis=1)
+        run_seq, run_scores, parent = top_seq[bi, nxt], run_lp[bi, nxt], src[bi, nxt]
 
         # Finished hypotheses: candidates among the top `nb` that hit EOS / max length.
         just = hits & top_mask[None, :]
@@ -610,10 +737,8 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
         m_score = np.concatenate([beam_scores, fin_lp.astype(np.float32)], axis=1)
         m_fin = np.concatenate([finished, just], axis=1)
         best = np.argsort(-m_score, axis=1, kind="stable")[:, :nb]
-        seqs = np.take_along_axis(m_seq, best[:, :, None], axis=1)
-        seq_len = np.take_along_axis(m_len, best, axis=1)
-        beam_scores = np.take_along_axis(m_score, best, axis=1)
-        finished = np.take_along_axis(m_fin, best, axis=1)
+        seqs, seq_len = m_seq[bi, best], m_len[bi, best]
+        beam_scores, finished = m_score[bi, best], m_fin[bi, best]
 
         cur_len += 1
         if early_stopping == "never" and length_penalty > 0.0:
@@ -638,9 +763,9 @@ def _beam(model, enc, mask, forced, max_new_tokens, nb, length_penalty, early_st
             finished, improvable = finished[keep], improvable[keep]
         rows = (parent + keep[:, None] * nb).reshape(-1)
         same = len(keep) == len(done)
-        cross = False if same else mx.array((keep[:, None] * nb + np.arange(nb)).reshape(-1))
+        cross = False if same else mx.array(keep)
         state.select(mx.array(rows), cross)
-        y = mx.array(run_seq[:, :, cur_len - 1].reshape(-1, 1).astype(np.int32))
+        y = mx.array(run_seq[:, :, cur_len - 1].reshape(-1).astype(np.int32))
     for b in range(B):
         results[live[b]] = seqs[b, 0, : seq_len[b, 0]].tolist()
     return results

@@ -27,7 +27,7 @@ from pathlib import Path
 from .. import distributed
 from ..data import DataError, check_unicode, iter_jsonl
 from ..io import atomic_write_json, atomic_write_text
-from .filters import REASONS, Filters, check_pair, has_repetition  # noqa: F401
+from .filters import REASONS, Filters, check_back_translation, check_pair, has_repetition  # noqa: F401
 from .langid import check_language
 
 TranslateFn = Callable[[list[str]], list[str] | list[tuple[str, float]]]
@@ -395,8 +395,12 @@ def translate_rows(
     lang: str,
     filters: Filters | None = None,
     max_chars: int = 400,
+    back_fn: TranslateFn | None = None,
 ) -> list[tuple[dict, tuple[str, str] | None]]:
-    """Translate SFT rows; each result is (parallel row, None) or (parallel row, (reason, detail))."""
+    """Translate SFT rows; each result is (parallel row, None) or (parallel row, (reason, detail)).
+
+    With `back_fn` (the translator from `lang` back to English) and `filters.min_back_chrf`,
+    the rows that pass every other check are back-translated, a field at a time."""
     filters = filters or Filters()
     prepared = [
         (_prepare(r["prompt"], max_chars), _prepare(r["response"], max_chars)) for r in rows
@@ -436,7 +440,34 @@ def translate_rows(
                 if bad is not None:
                     verdict = (bad[0], f"{name}: {bad[1]}")
         results.append((out, verdict))
+    if back_fn is not None and filters.min_back_chrf is not None:
+        _back_translate(results, prepared, done, back_fn, filters)
     return results
+
+
+def _back_translate(results: list, prepared: list, done: dict, back_fn, filters: Filters) -> None:
+    """Reject (in place) kept rows whose fields do not translate back close to the source."""
+    todo = [
+        (k, name, f)
+        for k, ((_, verdict), pair) in enumerate(zip(results, prepared, strict=True))
+        if verdict is None
+        for name, f in zip(("prompt", "response"), pair, strict=True)
+        if f.masked
+    ]
+    unique = list(dict.fromkeys(done[m] for _, _, f in todo for _, m, _ in f.masked))
+    outputs = back_fn(unique) if unique else []
+    if len(outputs) != len(unique):
+        raise RuntimeError(
+            f"back-translator returned {len(outputs)} texts for {len(unique)} inputs"
+        )
+    back = {u: o[0] if isinstance(o, tuple) else o for u, o in zip(unique, outputs, strict=True)}
+    for k, name, f in todo:
+        if results[k][1] is not None:  # the prompt failed already
+            continue
+        src = " ".join(m for _, m, _ in f.masked)
+        bad = check_back_translation(src, " ".join(back[done[m]] for _, m, _ in f.masked), filters)
+        if bad is not None:
+            results[k] = (results[k][0], (bad[0], f"{name}: {bad[1]}"))
 
 
 # ---------------------------------------------------------------------------- files
@@ -535,6 +566,7 @@ def translate_file(
     split: str | None = None,
     columns: dict | str | None = None,
     rows: list[dict] | None = None,
+    back_fn: TranslateFn | None = None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
 
@@ -577,7 +609,11 @@ def translate_file(
         for first in range(0, len(chunks), n_ranks):
             mine = first + distributed.rank()
             chunk = chunks[mine] if mine < len(chunks) else []
-            results = translate_rows(chunk, translate_fn, lang, filters, max_chars) if chunk else []
+            results = (
+                translate_rows(chunk, translate_fn, lang, filters, max_chars, back_fn)
+                if chunk
+                else []
+            )
             good = [row for row, verdict in results if verdict is None]
             bad = [
                 {**row, "reason": verdict[0], "detail": verdict[1]}
