@@ -27,22 +27,21 @@ MIN_STEP = 8
 AUTO_MICRO_BATCH_TOKENS = 1024
 
 
-def bucket_length(n: int, max_len: int, pad_to: int | None = None) -> int:
+def bucket_length(n: int, max_len: int) -> int:
     """`n` rounded up to its bucket, never above `max_len` (when n <= max_len).
 
     Buckets step by about n/8 (a power of two, at least 8): padding stays under 12.5% and the
-    number of distinct shapes, hence of compilations, grows only with log(n) (64 up to 2048).
-    `pad_to` gives fixed multiples instead.
+    number of distinct shapes, hence of compilations, grows only with log(n) (48 up to 2048).
     """
-    step = pad_to or max(MIN_STEP, 1 << max(0, n.bit_length() - 4))
+    step = max(MIN_STEP, 1 << max(0, n.bit_length() - 4))
     return max(n, min(step * -(-n // step), max_len))
 
 
 def collate(
-    seqs: list[tuple[list[int], int]], max_len: int, pad_to: int | None = None
+    seqs: list[tuple[list[int], int]], max_len: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inputs [B, L] int32, targets [B, L] int32, mask [B, L] float32) for (ids, start) pairs."""
-    length = bucket_length(max(len(ids) - 1 for ids, _ in seqs), max_len, pad_to)
+    length = bucket_length(max(len(ids) - 1 for ids, _ in seqs), max_len)
     inputs = np.zeros((len(seqs), length), np.int32)
     targets = np.zeros((len(seqs), length), np.int32)
     mask = np.zeros((len(seqs), length), np.float32)

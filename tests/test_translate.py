@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from clo_mlx.data import DataError
 from clo_mlx.translate.pipeline import (
     Filters,
     append_jsonl_lines,
-    digit_runs,
     has_repetition,
     protect,
     read_sft,
@@ -173,7 +173,6 @@ def test_repetition_and_numbers_helpers():
     assert has_repetition("na na na na na na")
     assert has_repetition("abcabcabcabcabcabc")
     assert not has_repetition("Buibui ana miguu minane, na ni mdudu mdogo.")
-    assert digit_runs("3.5 and 1,000") == digit_runs("3,5 na 1.000") == digit_runs("٣.٥ 1 000")
 
 
 # ------------------------------------------------------------------ filters
@@ -327,12 +326,16 @@ RESUME_ROWS = [
 ]
 
 
+def digit_runs(text: str) -> list[str]:
+    return re.findall(r"\d+", text)
+
+
 def deterministic_translate(texts: list[str]) -> list[str]:
     """Swahili-looking output with the source's numbers; every 5th text stays English."""
     out = []
     for t in texts:
         h = int(hashlib.md5(t.encode()).hexdigest(), 16)
-        nums = " ".join(sorted(digit_runs(t).elements()))
+        nums = " ".join(sorted(digit_runs(t)))
         out.append(t if h % 5 == 0 else f"{SW[h % 4]} {nums}.")
     return out
 

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -342,17 +341,6 @@ def restore(text: str, spans: list[str]) -> str | None:
 # ---------------------------------------------------------------------------- filters
 
 
-def digit_runs(text: str) -> Counter:
-    """Multiset of digit runs, any script's digits mapped to ASCII ("3,5" and "3.5" agree)."""
-    norm = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
-    return Counter(re.findall(r"\d+", norm))
-
-
-def check_field(src: str, tgt: str, lang: str, filters: Filters) -> tuple[str, str] | None:
-    """First failed check as (reason, detail) for translated text `tgt` of source `src`."""
-    return check_pair(src, tgt, lang, filters)
-
-
 # ---------------------------------------------------------------------------- rows
 
 
@@ -432,7 +420,7 @@ def translate_rows(
                 )
                 verdict = (problem, f"{name}: {detail}")
             if verdict is None and f.masked:
-                bad = check_field(src, tgt, lang, filters)
+                bad = check_pair(src, tgt, lang, filters)
                 if bad is None and filters.min_logprob is not None:
                     low = min((scores[m] for _, m, _ in f.masked if m in scores), default=None)
                     if low is not None and low < filters.min_logprob:
