@@ -129,7 +129,7 @@ def translate(
 
     try:
         # Input files first: a bad row must not wait for the model to load.
-        read_sft(source, split, columns)
+        rows = read_sft(source, split, columns)
         for path in (output, *side_paths(output)[:1]):
             read_finished(path, lang)
         if backend == "m2m100":
@@ -150,7 +150,7 @@ def translate(
         summary = translate_file(
             source, output, lang, fn, batch_size=batch_size, filters=filters,
             max_chars=max_chars, limit=limit, show_progress=progress,
-            generation=getattr(fn, "settings", None), split=split, columns=columns,
+            generation=getattr(fn, "settings", None), split=split, columns=columns, rows=rows,
             back_fn=getattr(fn, "back", None) if min_back_chrf is not None else None,
         )  # fmt: skip
     except (DataError, ValueError) as e:

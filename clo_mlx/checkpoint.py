@@ -154,12 +154,6 @@ def find_checkpoint(adapter_path: str | Path) -> tuple[Checkpoint | None, list[s
     return None, skipped
 
 
-def latest_checkpoint(adapter_path: str | Path) -> tuple[int, Path] | None:
-    """(step, folder) of the newest intact checkpoint, or None."""
-    ckpt, _ = find_checkpoint(adapter_path)
-    return None if ckpt is None else (ckpt.step, ckpt.folder)
-
-
 def _with_defaults(saved: dict) -> dict:
     """`saved` with the keys that a checkpoint of an older clo-mlx lacks set to today's defaults:
     an option that did not exist yet trained as its default does (e.g. `clo.dpop_en: 0.0`)."""

@@ -17,8 +17,10 @@ signal: they are kept (their NLL term still counts) and reported as a warning wi
 from __future__ import annotations
 
 import difflib
+import gzip
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,31 +47,43 @@ class Pair:
     where: str = ""  # "file:line" of the row, for messages
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(1-based line number, object) for each non-empty line; errors name file and line."""
+def iter_jsonl(path: str | Path, error: type[Exception] = DataError) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) for each non-empty line, streamed (`.gz` too); a problem
+    raises `error` naming the file and line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
-        raise DataError(f"{path}: cannot read data file ({e.strerror or e})") from e
-    rows: list[tuple[int, dict]] = []
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
+        raise error(f"{path}: cannot read data file ({e.strerror or e})") from e
+    with f:
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from e
-        try:
-            obj = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: malformed JSON ({json_error(e)})") from e
-        except _DuplicateKey as e:
-            raise DataError(f"{path}:{lineno}: duplicate key {e.args[0]!r} in one object") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((lineno, obj))
-    return rows
+            for lineno, line in enumerate(f, start=1):
+                # Without its "\n": one inside an unterminated string changes json's message.
+                if line.strip():
+                    yield lineno, _parse_line(line.rstrip(b"\n"), f"{path}:{lineno}", error)
+        except (OSError, EOFError) as e:  # a truncated or corrupt .gz
+            raise error(f"{path}: cannot read data file ({e})") from e
+
+
+def _parse_line(line: bytes, where: str, error: type[Exception]) -> dict:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{where}: invalid UTF-8 at byte {e.start} of the line") from e
+    try:
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise error(f"{where}: malformed JSON ({json_error(e)})") from e
+    except _DuplicateKey as e:
+        raise error(f"{where}: duplicate key {e.args[0]!r} in one object") from None
+    if not isinstance(obj, dict):
+        raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """iter_jsonl as a list."""
+    return list(iter_jsonl(path))
 
 
 class _DuplicateKey(Exception):

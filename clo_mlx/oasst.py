@@ -10,12 +10,11 @@ trees not ready for export left out; ordered by the prompt's creation time, cut 
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .data import DataError, json_error
+from .data import DataError, iter_jsonl
 from .io import atomic_write_json, atomic_write_text
 from .translate.langid import check_language, detect_language
 
@@ -32,12 +31,6 @@ REASONS = (
     "langid",
 )
 REPLY_REASONS = ("deleted", "synthetic", "review_failed", "lang", "unranked")
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def _message(obj: dict, where: str, tree_state: str | None = None) -> dict:
@@ -92,29 +85,17 @@ def read_messages(path: str | Path) -> list[dict]:
         rows = pq.read_table(path).to_pylist()
         return [_message(r, f"{path}:row {i}") for i, r in enumerate(rows)]
     messages = []
-    with _open_text(path) as f:
-        try:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: malformed JSON ({json_error(e)})") from e
-                if not isinstance(obj, dict):
-                    raise DataError(f"{where}: expected a JSON object")
-                if "message_tree_id" in obj and "prompt" in obj:
-                    messages += _flatten_tree(obj, where)
-                elif "message_id" in obj:
-                    messages.append(_message(obj, where))
-                else:
-                    raise DataError(
-                        f"{where}: neither a message tree ('message_tree_id', 'prompt') nor a "
-                        f"message ('message_id'); keys {sorted(obj)}"
-                    )
-        except (UnicodeDecodeError, OSError, EOFError) as e:
-            raise DataError(f"{path}: cannot read ({e})") from e
+    for lineno, obj in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "message_tree_id" in obj and "prompt" in obj:
+            messages += _flatten_tree(obj, where)
+        elif "message_id" in obj:
+            messages.append(_message(obj, where))
+        else:
+            raise DataError(
+                f"{where}: neither a message tree ('message_tree_id', 'prompt') nor a "
+                f"message ('message_id'); keys {sorted(obj)}"
+            )
     return messages
 
 

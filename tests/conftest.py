@@ -87,6 +87,92 @@ def set_random_trainable(model, seed: int, std: float = 0.3, suffix: str = "") -
     )
 
 
+def write_random_adapters(model_dir: Path, out: Path, cfg, seed: int, std: float = 0.3) -> Path:
+    """`cfg`'s adapters on `model_dir` with N(0, std) trainable tensors, written by save_adapters."""
+    import mlx.core as mx
+
+    from clo_mlx.adapters import apply_trainable, save_adapters
+    from clo_mlx.models import load_model
+
+    model, _ = load_model(str(model_dir), dtype="float32")
+    mx.random.seed(0)  # the init is overwritten below; fixed anyway, whatever ran before
+    apply_trainable(model, cfg)
+    set_random_trainable(model, seed=seed, std=std)
+    return save_adapters(model, out, cfg)
+
+
+def make_mlx_lm_adapters(
+    model_dir: Path,
+    out: Path,
+    num_layers: int,
+    keys: list[str],
+    *,
+    rank: int = 4,
+    scale: float = 2.0,
+    kind: str = "lora",
+    seed: int = 1,
+) -> Path:
+    """mlx-lm adapters (its own linear_to_lora_layers) with random, non-zero lora_b (and m)."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, _ = load(str(model_dir))
+    params = {"rank": rank, "scale": scale, "dropout": 0.0, "keys": keys}
+    linear_to_lora_layers(model, num_layers, params, use_dora=kind == "dora")
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, p in tree_flatten(model.parameters()):
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("lora_a", "lora_b"):
+            weights[name] = mx.array(rng.standard_normal(p.shape).astype(np.float32) * 0.2)
+        elif leaf == "m":
+            weights[name] = p * mx.array(1 + 0.3 * rng.random(p.shape).astype(np.float32))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
+    cfg = {"fine_tune_type": kind, "num_layers": num_layers, "lora_parameters": params}
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    return out
+
+
+def mlx_lm_logits(model_dir: Path, tokens: list[list[int]], adapter_dir: Path | None = None):
+    """float32 numpy logits of `tokens` from mlx-lm's own loader (with `adapter_dir` applied)."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm import load
+
+    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
+    return np.array(model(mx.array(tokens)).astype(mx.float32))
+
+
+def np_response_logp(model, ids: list[int], start: int) -> tuple[float, int]:
+    """Sum of log p(ids[t] | ids[:t]) for t >= start, and the number of those tokens: one
+    unpadded, uncompiled forward pass of the single sequence and a float64 numpy log-softmax."""
+    import mlx.core as mx
+    import numpy as np
+
+    logits = np.array(model(mx.array([ids[:-1]]))[0].astype(mx.float32), dtype=np.float64)
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    return float(sum(logp[t - 1, ids[t]] for t in range(start, len(ids)))), len(ids) - start
+
+
+def np_pair_logps(model, tokenizer, pairs):
+    """np_response_logp of each pair's (chosen, rejected): log-probs [P, 2] and token counts [P, 2]."""
+    import numpy as np
+
+    from clo_mlx.tokens import encode_pair
+
+    logps, counts = np.zeros((len(pairs), 2)), np.zeros((len(pairs), 2))
+    for i, p in enumerate(pairs):
+        for j, response in enumerate((p.chosen, p.rejected)):
+            ids, start = encode_pair(tokenizer, p.prompt, response)
+            logps[i, j], counts[i, j] = np_response_logp(model, ids, start)
+    return logps, counts
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), "llama", texts=TEXTS, seed=1)

@@ -169,3 +169,50 @@ def test_language_code_in_capitals_gets_a_suggestion(tmp_path):
         DataError, match=r"d.jsonl:1: field 'lang': unknown language code 'SW'.*Did you mean sw\?"
     ):
         load_pairs(path)
+
+
+# ----------------------------------------------------------------------------- one JSONL reader
+
+
+def test_iter_jsonl_streams_and_reads_gzip(tmp_path):
+    import gzip
+
+    from clo_mlx.data import iter_jsonl
+
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"a": 2}\n{broken\n')
+    rows = iter_jsonl(path)
+    assert next(rows) == (1, {"a": 1})  # yielded before the bad line 4 is read
+    assert next(rows) == (3, {"a": 2})
+    with pytest.raises(DataError, match=rf"{path}:4: malformed JSON"):
+        next(rows)
+    gz = tmp_path / "d.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"a": 1}\n\n{"a": 2}\n'))
+    assert list(iter_jsonl(gz)) == [(1, {"a": 1}), (3, {"a": 2})]
+    gz.write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:-20])  # truncated download
+    with pytest.raises(DataError, match=rf"{gz}: cannot read data file"):
+        list(iter_jsonl(gz))
+    with pytest.raises(DataError, match=rf"{tmp_path / 'nope.jsonl'}: cannot read data file"):
+        list(iter_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_every_jsonl_input_names_the_line_of_bad_bytes_and_repeated_keys(tmp_path):
+    """oasst exports and multiple-choice files go through the same reader as training data."""
+    from clo_mlx.eval.multiple_choice import MCDataError, load_mc
+    from clo_mlx.oasst import read_messages
+
+    mc = tmp_path / "mc.jsonl"
+    good = json.dumps({"lang": "en", "question": "q", "choices": ["a", "b"], "label": 0})
+    mc.write_bytes(good.encode() + b'\n{"lang": "en", "question": "\xff"}\n')
+    with pytest.raises(MCDataError, match=rf"{mc}:2: invalid UTF-8 at byte 28 of the line"):
+        load_mc(mc)
+    mc.write_text(good + '\n{"lang": "en", "label": 0, "label": 1}\n')
+    with pytest.raises(MCDataError, match=rf"{mc}:2: duplicate key 'label' in one object"):
+        load_mc(mc)
+    export = tmp_path / "x.messages.jsonl"
+    export.write_bytes(b'{"message_id": "m", "text": "\xff"}\n')
+    with pytest.raises(DataError, match=rf"{export}:1: invalid UTF-8 at byte 29 of the line"):
+        read_messages(export)
+    export.write_text('{"message_id": "m", "text": "a", "text": "b"}\n')
+    with pytest.raises(DataError, match=rf"{export}:1: duplicate key 'text' in one object"):
+        read_messages(export)

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import REPO, parallel_rows, set_random_trainable, write_jsonl
+from conftest import REPO, parallel_rows, write_jsonl, write_random_adapters
 
 from clo_mlx import distributed
 from clo_mlx.errors import CloError
@@ -104,19 +104,6 @@ def write_config(path: Path, **cfg) -> Path:
     return path
 
 
-def initial_adapters(model: Path, cfg, out: Path) -> Path:
-    """Random non-zero adapters to start from: policy != reference from step 1, so reward
-    accuracies are not ties decided by float noise."""
-    from clo_mlx.adapters import apply_trainable, save_adapters
-    from clo_mlx.models import load_model
-
-    m, _ = load_model(str(model), dtype="float32")
-    mx.random.seed(0)
-    apply_trainable(m, cfg)
-    set_random_trainable(m, seed=5, std=0.05)
-    return save_adapters(m, out, cfg)
-
-
 def max_diff(a: Path, b: Path) -> float:
     wa, wb = mx.load(str(a)), mx.load(str(b))
     assert wa.keys() == wb.keys()
@@ -165,7 +152,11 @@ def clo_single(two_ranks, tmp_path_factory, learnable_llama):
         "seed": 3,
         "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0},
     }
-    init = initial_adapters(learnable_llama, build_config(overrides=base), tmp / "init")
+    # Random non-zero adapters to start from: policy != reference from step 1, so reward
+    # accuracies are not ties decided by float noise.
+    init = write_random_adapters(
+        learnable_llama, tmp / "init", build_config(overrides=base), seed=5, std=0.05
+    )
     base["resume_adapter_file"] = str(init)
     cfg = write_config(
         tmp / "single.yaml", **base, adapter_path=str(tmp / "single"), cache_dir=str(tmp / "c1")

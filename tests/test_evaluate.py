@@ -8,7 +8,14 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import parallel_rows, set_random_trainable, write_jsonl
+from conftest import (
+    np_pair_logps,
+    np_response_logp,
+    parallel_rows,
+    set_random_trainable,
+    write_jsonl,
+    write_random_adapters,
+)
 from mlx.utils import tree_flatten
 from mlx_lm import load
 
@@ -27,35 +34,14 @@ from clo_mlx.translate.langid import detect_language
 BETA = 0.2
 
 
-def np_response_logp(model, ids: list[int], start: int) -> tuple[float, int]:
-    """Sum of log p(ids[t] | ids[:t]) for t >= start, from one unbatched forward pass."""
-    logits = np.array(model(mx.array(ids)[None]).astype(mx.float32))[0].astype(np.float64)
-    m = logits.max(-1, keepdims=True)
-    lp = logits - (np.log(np.exp(logits - m).sum(-1, keepdims=True)) + m)
-    return float(sum(lp[t - 1, ids[t]] for t in range(start, len(ids)))), len(ids) - start
-
-
-def pair_logps(model, tok, pairs):
-    out = np.zeros((len(pairs), 2))
-    ntok = np.zeros((len(pairs), 2))
-    for i, p in enumerate(pairs):
-        for j, resp in enumerate((p.chosen, p.rejected)):
-            out[i, j], ntok[i, j] = np_response_logp(model, *encode_pair(tok, p.prompt, resp))
-    return out, ntok
-
-
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_llama, tmp_path_factory):
     """LoRA adapters (mlx-lm format) with random non-zero weights."""
-    from clo_mlx.adapters import apply_trainable, save_adapters
     from clo_mlx.config import build_config
 
     out = tmp_path_factory.mktemp("adapters") / "lora"
-    model, _ = load(str(tiny_llama))
     cfg = build_config(overrides={"lora_parameters": {"rank": 4, "scale": 10.0}})
-    apply_trainable(model, cfg)
-    set_random_trainable(model, seed=3)
-    save_adapters(model, out, cfg)
+    write_random_adapters(tiny_llama, out, cfg, seed=3)
     return out
 
 
@@ -101,9 +87,9 @@ def test_compare_models_against_independent_computation(tiny_llama, adapter_dir,
     pairs = load_pairs(heldout / "test.jsonl")
     kinds = np.array([p.kind for p in pairs])
     base_model, tok = load(str(tiny_llama))
-    ref, ntok = pair_logps(base_model, tok, pairs)
+    ref, ntok = np_pair_logps(base_model, tok, pairs)
     lora_model, _ = load(str(tiny_llama), adapter_path=str(adapter_dir))
-    pol, _ = pair_logps(lora_model, tok, pairs)
+    pol, _ = np_pair_logps(lora_model, tok, pairs)
 
     m = results[1]["metrics"]
     assert not any("rewards/" in k for k in results[0]["metrics"])  # base = reference: no rewards

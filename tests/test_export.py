@@ -8,7 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from conftest import make_mlx_lm_adapters, mlx_lm_logits
 
 from clo_mlx.export.peft import (
     AdapterError,
@@ -21,45 +21,6 @@ from clo_mlx.export.peft import (
 from clo_mlx.tiny import build_tiny_model
 
 TOKENS = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11, 300, 2]]
-
-
-def make_adapters(
-    model_dir: Path,
-    out: Path,
-    num_layers: int,
-    keys: list[str],
-    rank: int = 4,
-    scale: float = 2.0,
-    kind: str = "lora",
-    seed: int = 1,
-) -> Path:
-    """mlx-lm adapters (its own linear_to_lora_layers) with random, non-zero lora_b (and m)."""
-    from mlx_lm import load
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    model, _ = load(str(model_dir))
-    params = {"rank": rank, "scale": scale, "dropout": 0.0, "keys": keys}
-    linear_to_lora_layers(model, num_layers, params, use_dora=kind == "dora")
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, p in tree_flatten(model.parameters()):
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("lora_a", "lora_b"):
-            weights[name] = mx.array(rng.standard_normal(p.shape).astype(np.float32) * 0.2)
-        elif leaf == "m":
-            weights[name] = p * mx.array(1 + 0.3 * rng.random(p.shape).astype(np.float32))
-    out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
-    cfg = {"fine_tune_type": kind, "num_layers": num_layers, "lora_parameters": params}
-    (out / "adapter_config.json").write_text(json.dumps(cfg))
-    return out
-
-
-def mlx_logits(model_dir: Path, adapter_dir: Path | None = None) -> np.ndarray:
-    from mlx_lm import load
-
-    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
-    return np.array(model(mx.array(TOKENS)).astype(mx.float32))
 
 
 def hf_logits(model) -> np.ndarray:
@@ -120,9 +81,9 @@ def test_peft_and_fused_hf_match_mlx(models, tmp_path, case):
     pytest.importorskip("peft")
     arch, num_layers, keys, kind = CASES[case]
     base = models[arch]
-    adapters = make_adapters(base, tmp_path / "adapters", num_layers, keys, kind=kind)
-    ref = mlx_logits(base, adapters)
-    assert np.abs(ref - mlx_logits(base)).max() > 1e-2  # the adapters change the outputs
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", num_layers, keys, kind=kind)
+    ref = mlx_lm_logits(base, TOKENS, adapters)
+    assert np.abs(ref - mlx_lm_logits(base, TOKENS)).max() > 1e-2  # the adapters change the outputs
 
     peft_dir = export_peft(base, adapters, tmp_path / "peft", base_model_id="org/tiny")
     cfg = json.loads((peft_dir / "adapter_config.json").read_text())
@@ -162,8 +123,8 @@ def test_lm_head_adapter_uses_an_exact_regex(models, tmp_path):
     pytest.importorskip("peft")
     base = models["llama"]
     # mlx-lm also applies keys at model level: "lm_head" adapts the output projection
-    adapters = make_adapters(base, tmp_path / "adapters", 1, ["self_attn.q_proj", "lm_head"])
-    ref = mlx_logits(base, adapters)
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", 1, ["self_attn.q_proj", "lm_head"])
+    ref = mlx_lm_logits(base, TOKENS, adapters)
     peft_dir = export_peft(base, adapters, tmp_path / "peft", base_model_id="org/tiny")
     cfg = json.loads((peft_dir / "adapter_config.json").read_text())
     assert isinstance(cfg["target_modules"], str) and cfg["layers_to_transform"] is None
@@ -197,10 +158,10 @@ def retype(model_dir: Path, arch: str) -> Path:
 def test_other_architectures(tmp_path, arch):
     pytest.importorskip("peft")
     base = retype(build_tiny_model(tmp_path / arch, seed=5), arch)
-    adapters = make_adapters(
+    adapters = make_mlx_lm_adapters(
         base, tmp_path / "adapters", 2, ["self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj"]
     )
-    ref = mlx_logits(base, adapters)
+    ref = mlx_lm_logits(base, TOKENS, adapters)
     peft_dir = export_peft(base, adapters, tmp_path / "peft")
     # the default base id comes from the config's _name_or_path
     assert (
@@ -214,7 +175,7 @@ def test_other_architectures(tmp_path, arch):
 
 def test_model_defaults_to_the_adapter_config(models, tmp_path):
     base = models["llama"]
-    adapters = make_adapters(base, tmp_path / "adapters", 1, ["self_attn.v_proj"])
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", 1, ["self_attn.v_proj"])
     cfg = json.loads((adapters / "adapter_config.json").read_text())
     (adapters / "adapter_config.json").write_text(json.dumps({**cfg, "model": str(base)}))
     peft_dir = export_peft(None, adapters, tmp_path / "peft")
@@ -225,7 +186,9 @@ def test_model_defaults_to_the_adapter_config(models, tmp_path):
     assert json.loads((back / "adapter_config.json").read_text())["model"] == str(base.resolve())
     with pytest.raises(ValueError, match="no --model given"):
         export_peft(
-            None, make_adapters(base, tmp_path / "a2", 1, ["self_attn.v_proj"]), tmp_path / "x"
+            None,
+            make_mlx_lm_adapters(base, tmp_path / "a2", 1, ["self_attn.v_proj"]),
+            tmp_path / "x",
         )
 
 
@@ -245,8 +208,8 @@ def quantized(models, tmp_path_factory) -> Path:
 def test_fused_hf_from_quantized_base(quantized, tmp_path):
     pytest.importorskip("torch")
     assert "model.embed_tokens.scales" in mx.load(str(quantized / "model.safetensors"))
-    adapters = make_adapters(quantized, tmp_path / "adapters", 2, ATTN, kind="dora")
-    ref = mlx_logits(quantized, adapters)
+    adapters = make_mlx_lm_adapters(quantized, tmp_path / "adapters", 2, ATTN, kind="dora")
+    ref = mlx_lm_logits(quantized, TOKENS, adapters)
     fused = export_fused_hf(quantized, adapters, tmp_path / "fused")
     cfg = json.loads((fused / "config.json").read_text())
     assert "quantization" not in cfg and "quantization_config" not in cfg
@@ -273,7 +236,7 @@ def test_full_fine_tune_exports_fused_but_not_peft(models, tmp_path):
     (adapters / "adapter_config.json").write_text(
         json.dumps({"fine_tune_type": "full", "num_layers": 1})
     )
-    ref = mlx_logits(base, adapters)
+    ref = mlx_lm_logits(base, TOKENS, adapters)
     fused = export_fused_hf(base, adapters, tmp_path / "fused")
     assert np.abs(hf_logits(hf_model(fused)) - ref).max() < 1e-4
     with pytest.raises(AdapterError, match="full.*--fused"):
@@ -290,7 +253,7 @@ def test_fused_hf_keeps_the_base_dtype(tmp_path):
     w = mx.load(str(base / "model.safetensors"))
     w = {k: v.astype(mx.bfloat16) for k, v in w.items()}
     mx.save_safetensors(str(base / "model.safetensors"), w, metadata={"format": "pt"})
-    adapters = make_adapters(base, tmp_path / "adapters", 2, ["self_attn.q_proj"])
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", 2, ["self_attn.q_proj"])
     hf = export_fused_hf(base, adapters, tmp_path / "hf")
     assert json.loads((hf / "config.json").read_text())["torch_dtype"] == "bfloat16"
     hf_w = mx.load(str(hf / "model.safetensors"))
@@ -325,12 +288,12 @@ def test_sharded_hf_weights_load_in_transformers(models, tmp_path):
 
 def test_adapters_from_another_model_name_the_tensor(models, tmp_path):
     # 3-layer qwen2 adapters on the last 2 layers: layer 2 does not exist in the 2-layer llama
-    adapters = make_adapters(models["qwen2_tied"], tmp_path / "a", 2, ["self_attn.q_proj"])
+    adapters = make_mlx_lm_adapters(models["qwen2_tied"], tmp_path / "a", 2, ["self_attn.q_proj"])
     with pytest.raises(AdapterError, match=r"model\.layers\.2\.self_attn\.q_proj\.lora_"):
         export_peft(models["llama"], adapters, tmp_path / "out")
     # same layer count, different width
     other = build_tiny_model(tmp_path / "wide", hidden_size=128, intermediate_size=128)
-    adapters = make_adapters(other, tmp_path / "b", 2, ["self_attn.q_proj"])
+    adapters = make_mlx_lm_adapters(other, tmp_path / "b", 2, ["self_attn.q_proj"])
     with pytest.raises(AdapterError, match=r"model\.layers\.\d\.self_attn\.q_proj\.lora_a.*shape"):
         export_fused_hf(models["llama"], adapters, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -415,7 +378,7 @@ def test_import_rslora_and_refusals(models, tmp_path):
 
 def test_outputs_are_atomic_and_guarded(models, tmp_path):
     base = models["llama"]
-    adapters = make_adapters(base, tmp_path / "adapters", 1, ["self_attn.q_proj"])
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", 1, ["self_attn.q_proj"])
     out = tmp_path / "peft"
     out.mkdir()
     (out / "keep.txt").write_text("x")
@@ -438,7 +401,7 @@ def test_cli_export_import(models, tmp_path):
     from cli.main import app
 
     base = models["llama"]
-    adapters = make_adapters(base, tmp_path / "adapters", 2, ATTN)
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", 2, ATTN)
     run = CliRunner().invoke
     r = run(
         app,

@@ -8,45 +8,13 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from conftest import make_mlx_lm_adapters, mlx_lm_logits
 
 from clo_mlx.adapters import AdapterError
 from clo_mlx.export.fuse import fuse
 from clo_mlx.tiny import build_tiny_model
 
 TOKENS = [[5, 17, 42, 99, 3, 250, 7, 64, 128, 11, 300, 2]]
-
-
-def make_adapters(
-    model_dir: Path, out: Path, num_layers: int, keys: list[str], kind: str = "lora", seed: int = 1
-) -> Path:
-    """mlx-lm adapters (its own linear_to_lora_layers) with random, non-zero lora_b (and m)."""
-    from mlx_lm import load
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    model, _ = load(str(model_dir))
-    params = {"rank": 4, "scale": 2.0, "dropout": 0.0, "keys": keys}
-    linear_to_lora_layers(model, num_layers, params, use_dora=kind == "dora")
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, p in tree_flatten(model.parameters()):
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("lora_a", "lora_b"):
-            weights[name] = mx.array(rng.standard_normal(p.shape).astype(np.float32) * 0.2)
-        elif leaf == "m":
-            weights[name] = p * mx.array(1 + 0.3 * rng.random(p.shape).astype(np.float32))
-    out.mkdir(parents=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
-    cfg = {"fine_tune_type": kind, "num_layers": num_layers, "lora_parameters": params}
-    (out / "adapter_config.json").write_text(json.dumps(cfg))
-    return out
-
-
-def logits(model_dir: Path, adapter_dir: Path | None = None) -> np.ndarray:
-    from mlx_lm import load
-
-    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
-    return np.array(model(mx.array(TOKENS)).astype(mx.float32))
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +39,11 @@ def test_fused_model_matches_base_plus_adapters(models, tmp_path, arch, num_laye
     from mlx_lm import load
 
     base = models[arch]
-    adapters = make_adapters(base, tmp_path / "adapters", num_layers, keys, kind)
-    ref = logits(base, adapters)
-    assert np.abs(ref - logits(base)).max() > 1e-2  # the adapters change the outputs
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", num_layers, keys, kind=kind)
+    ref = mlx_lm_logits(base, TOKENS, adapters)
+    assert np.abs(ref - mlx_lm_logits(base, TOKENS)).max() > 1e-2  # the adapters change the outputs
     out = fuse(base, adapters, tmp_path / "fused")
-    assert np.abs(logits(out) - ref).max() < 1e-4
+    assert np.abs(mlx_lm_logits(out, TOKENS) - ref).max() < 1e-4
     weights = mx.load(str(out / "model.safetensors"))
     assert not any(k.rsplit(".", 1)[-1] in ("lora_a", "lora_b", "m") for k in weights)
     _, tok = load(str(out))
@@ -99,12 +67,12 @@ def quantized(models, tmp_path_factory) -> Path:
 
 
 def test_fuse_quantized_base(quantized, tmp_path):
-    adapters = make_adapters(
+    adapters = make_mlx_lm_adapters(
         quantized, tmp_path / "adapters", 2, ["self_attn.q_proj", "self_attn.v_proj"]
     )
-    ref = logits(quantized, adapters)
+    ref = mlx_lm_logits(quantized, TOKENS, adapters)
     deq = fuse(quantized, adapters, tmp_path / "deq", dequantize=True)
-    assert np.abs(logits(deq) - ref).max() < 1e-4
+    assert np.abs(mlx_lm_logits(deq, TOKENS) - ref).max() < 1e-4
     cfg = json.loads((deq / "config.json").read_text())
     assert "quantization" not in cfg and "quantization_config" not in cfg
     assert not any(k.endswith(".scales") for k in mx.load(str(deq / "model.safetensors")))
@@ -112,7 +80,7 @@ def test_fuse_quantized_base(quantized, tmp_path):
     q = fuse(quantized, adapters, tmp_path / "q")  # stays 4-bit: the merged weight is re-rounded
     assert json.loads((q / "config.json").read_text())["quantization"]["bits"] == 4
     assert "model.layers.0.self_attn.q_proj.scales" in mx.load(str(q / "model.safetensors"))
-    got = logits(q)
+    got = mlx_lm_logits(q, TOKENS)
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
 
 
@@ -132,7 +100,7 @@ def test_fuse_full_fine_tune_and_errors(models, tmp_path):
     np.testing.assert_array_equal(
         np.array(mx.load(str(out / "model.safetensors"))[key]), np.array(new)
     )
-    assert np.abs(logits(out) - logits(base, adapters)).max() < 1e-5
+    assert np.abs(mlx_lm_logits(out, TOKENS) - mlx_lm_logits(base, TOKENS, adapters)).max() < 1e-5
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -144,7 +112,7 @@ def test_fuse_full_fine_tune_and_errors(models, tmp_path):
     with pytest.raises(AdapterError, match="adapter_config.json, line 2: invalid JSON"):
         fuse(base, bad, tmp_path / "x")
     # adapters of a 3-layer model do not fit the 2-layer base
-    other = make_adapters(models["qwen2_tied"], tmp_path / "other", 3, ["self_attn.q_proj"])
+    other = make_mlx_lm_adapters(models["qwen2_tied"], tmp_path / "other", 3, ["self_attn.q_proj"])
     with pytest.raises(AdapterError, match=r"model\.layers\.2\.self_attn\.q_proj\.lora_"):
         fuse(base, other, tmp_path / "x")
     assert not (tmp_path / "x").exists()
@@ -156,7 +124,7 @@ def test_cli_fuse(models, tmp_path):
     from cli.main import app
 
     base = models["llama"]
-    adapters = make_adapters(base, tmp_path / "adapters", 2, ["self_attn.k_proj"])
+    adapters = make_mlx_lm_adapters(base, tmp_path / "adapters", 2, ["self_attn.k_proj"])
     args = [
         "fuse",
         "--model",
@@ -168,7 +136,10 @@ def test_cli_fuse(models, tmp_path):
     ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert np.abs(logits(tmp_path / "f") - logits(base, adapters)).max() < 1e-4
+    assert (
+        np.abs(mlx_lm_logits(tmp_path / "f", TOKENS) - mlx_lm_logits(base, TOKENS, adapters)).max()
+        < 1e-4
+    )
     r = CliRunner().invoke(app, args)  # refuses to replace a non-empty output
     assert r.exit_code == 2 and "--overwrite" in r.output
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0

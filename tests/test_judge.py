@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import parallel_rows, set_random_trainable, write_jsonl
+from conftest import parallel_rows, write_jsonl, write_random_adapters
 
 from clo_mlx.eval.judge import (
     JUDGE_TEMPLATE,
@@ -90,17 +90,12 @@ def test_both_orders_ties_and_resume(tmp_path):
 
 
 def test_eval_with_a_tiny_judge(tiny_llama, tmp_path):
-    from mlx_lm import load
 
-    from clo_mlx.adapters import apply_trainable, save_adapters
     from clo_mlx.config import build_config
     from clo_mlx.eval.compare import EvalOptions, compare_models
 
-    model, _ = load(str(tiny_llama))
     cfg = build_config(overrides={"lora_parameters": {"rank": 4, "scale": 10.0}})
-    apply_trainable(model, cfg)
-    set_random_trainable(model, seed=3)
-    save_adapters(model, tmp_path / "lora", cfg)
+    write_random_adapters(tiny_llama, tmp_path / "lora", cfg, seed=3)
     write_jsonl(tmp_path / "test.jsonl", parallel_rows(4))
     opts = EvalOptions(max_seq_length=256, fidelity_prompts=2, max_tokens=6,
                        cache_dir=str(tmp_path / "cache"))  # fmt: skip

@@ -4,6 +4,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from conftest import np_response_logp
 from mlx.utils import tree_flatten
 from mlx_lm import load
 
@@ -41,25 +42,14 @@ PAIRS = [
 ]
 
 
-def plain_logp(model, ids, start):
-    """Unpadded single sequence, numpy log-softmax: sum of log p(ids[t] | ids[:t]) for t >= start."""
-    logits = np.array(model(mx.array([ids[:-1]]))[0].astype(mx.float32), dtype=np.float64)
-    logsm = (
-        logits
-        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
-        - logits.max(-1, keepdims=True)
-    )
-    return sum(logsm[t - 1, ids[t]] for t in range(start, len(ids))), len(ids) - start
-
-
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
 def test_batched_compiled_matches_per_sequence(arch, request):
     model, tok = load(str(request.getfixturevalue(arch)))
     encoded, _ = encode_pairs(tok, PAIRS, max_seq_length=512)
     scores = score_pairs(model, encoded, batch_size=2, max_seq_length=512)
     for i, e in enumerate(encoded):
-        ref_c, n_c = plain_logp(model, e.chosen, e.chosen_start)
-        ref_r, n_r = plain_logp(model, e.rejected, e.rejected_start)
+        ref_c, n_c = np_response_logp(model, e.chosen, e.chosen_start)
+        ref_r, n_r = np_response_logp(model, e.rejected, e.rejected_start)
         assert scores["chosen_tokens"][i] == n_c and scores["rejected_tokens"][i] == n_r
         np.testing.assert_allclose(scores["chosen_logp"][i], ref_c, rtol=1e-4)
         np.testing.assert_allclose(scores["rejected_logp"][i], ref_r, rtol=1e-4)
@@ -200,5 +190,5 @@ def test_gathered_head_equals_the_full_head_in_values_and_gradients(tiny_llama, 
             np.array(dict(tree_flatten(g))[k]), np.array(a), rtol=1e-4, atol=1e-6
         )
     for i, (ids, s) in enumerate(seqs):  # and against numpy, per sequence
-        want, _ = plain_logp(model, ids, s)
+        want, _ = np_response_logp(model, ids, s)
         np.testing.assert_allclose(np.array(per_row)[i], want, rtol=1e-4)

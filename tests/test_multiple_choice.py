@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, write_jsonl
+from conftest import SHARED_DATA, np_response_logp, write_jsonl
 from mlx_lm import load
 
 from clo_mlx.eval.multiple_choice import (
@@ -23,15 +22,6 @@ from clo_mlx.eval.multiple_choice import (
 from clo_mlx.tokens import encode_pair
 
 XCOPA = SHARED_DATA / "xcopa_mc_id_sw_zh.jsonl"
-
-
-def np_response_logp(model, ids: list[int], start: int) -> tuple[float, int]:
-    """Sum of log p(ids[t] | ids[:t]) for t >= start, from one unbatched forward pass."""
-    logits = np.array(model(mx.array(ids)[None]).astype(mx.float32))[0].astype(np.float64)
-    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-    lp = logits - logz[:, None]
-    total = sum(lp[t - 1, ids[t]] for t in range(start, len(ids)))
-    return float(total), len(ids) - start
 
 
 ITEMS = [

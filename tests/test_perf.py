@@ -8,7 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import parallel_rows, train_config, write_jsonl
+from conftest import np_response_logp, parallel_rows, train_config, write_jsonl
 
 from clo_mlx.run import run_training
 
@@ -106,7 +106,6 @@ def cache_digest(model_path, cache_dir) -> tuple[str, str]:
     import hashlib
 
     import mlx.core as mx
-    import numpy as np
 
     from clo_mlx.models import load_model
     from clo_mlx.reference import reference_logps
@@ -151,10 +150,7 @@ def test_reference_logps_match_a_plain_forward_per_sequence(tiny_qwen2, tmp_path
     assert not cached
     for e, c, r in zip(encoded, chosen, rejected, strict=True):
         for ids, start, got in ((e.chosen, e.chosen_start, c), (e.rejected, e.rejected_start, r)):
-            logits = np.array(model(mx.array([ids[:-1]]))[0], np.float64)  # [L, V]
-            top = logits.max(-1, keepdims=True)
-            logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
-            want = sum(logp[t - 1, ids[t]] for t in range(max(start, 1), len(ids)))
+            want = np_response_logp(model, ids, max(start, 1))[0]
             assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
 
 

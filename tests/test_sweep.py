@@ -7,7 +7,7 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import parallel_rows, write_jsonl
+from conftest import np_pair_logps, parallel_rows, write_jsonl
 from mlx_lm import load
 
 import clo_mlx.eval.sweep as sweep
@@ -21,7 +21,6 @@ from clo_mlx.eval.sweep import (
     run_sweep,
     subset_pairs,
 )
-from clo_mlx.tokens import encode_pair
 
 DE = [
     ("Wie viele Beine hat eine Spinne?", "Eine Spinne hat acht Beine."),
@@ -104,18 +103,6 @@ def _spec(model, data, out, **kw) -> SweepSpec:
     return load_spec(overrides=base)
 
 
-def _np_pair_logps(model, tok, pairs):
-    out = np.zeros((len(pairs), 2))
-    for i, p in enumerate(pairs):
-        for j, resp in enumerate((p.chosen, p.rejected)):
-            ids, start = encode_pair(tok, p.prompt, resp)
-            logits = np.array(model(mx.array(ids)[None]))[0].astype(np.float64)
-            m = logits.max(-1, keepdims=True)
-            lp = logits - (np.log(np.exp(logits - m).sum(-1, keepdims=True)) + m)
-            out[i, j] = sum(lp[t - 1, ids[t]] for t in range(start, len(ids)))
-    return out
-
-
 def test_sweep_mixed_languages_resume_and_rerun(tiny_llama, mixed_data, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     spec = _spec(
@@ -146,11 +133,11 @@ def test_sweep_mixed_languages_resume_and_rerun(tiny_llama, mixed_data, tmp_path
     pairs = load_pairs(mixed_data / "test.jsonl")
     rows = [json.loads(line) for line in (mixed_data / "test.jsonl").read_text().splitlines()]
     base_model, tok = load(str(tiny_llama))
-    ref = _np_pair_logps(base_model, tok, pairs)
+    ref = np_pair_logps(base_model, tok, pairs)[0]
     adapted, _ = load(
         str(tiny_llama), adapter_path=str(sweep.cell_dir(out, "clo", 8, 0) / "adapters")
     )
-    pol = _np_pair_logps(adapted, tok, pairs)
+    pol = np_pair_logps(adapted, tok, pairs)[0]
     h = (pol[:, 0] - ref[:, 0]) - (pol[:, 1] - ref[:, 1])
     row_lang = np.array([rows[p.row]["lang"] for p in pairs])
     assert np.abs(h).max() > 1e-4  # training moved the policy away from the reference
@@ -237,11 +224,11 @@ def test_sft_reference_stage_uses_the_first_stage_model(tiny_llama, parallel_dat
     (cached,) = (out / "stage2" / "reference_cache" / "reference").glob("*.safetensors")
     ref = mx.load(str(cached))
     sft_model, _ = load(str(tiny_llama), adapter_path=str(out / "stage1"))
-    want = _np_pair_logps(sft_model, tok, pairs)
+    want = np_pair_logps(sft_model, tok, pairs)[0]
     np.testing.assert_allclose(np.array(ref["chosen_logp"]), want[:, 0], rtol=1e-4, atol=2e-3)
     np.testing.assert_allclose(np.array(ref["rejected_logp"]), want[:, 1], rtol=1e-4, atol=2e-3)
     base_model, _ = load(str(tiny_llama))
-    assert np.abs(_np_pair_logps(base_model, tok, pairs[:2])[:, 0] - want[:2, 0]).max() > 1e-2
+    assert np.abs(np_pair_logps(base_model, tok, pairs[:2])[0][:, 0] - want[:2, 0]).max() > 1e-2
 
     with pytest.raises(ConfigError, match="stage 1: reference must be 'base' in the first stage"):
         _spec(tiny_llama, parallel_data, out, methods=["bad"],

@@ -456,6 +456,44 @@ def test_cli_m2m100_end_to_end(tmp_path, tiny_m2m100):
     assert bad.exit_code != 0 and "unknown language code 'xx'" in bad.output
 
 
+def test_cli_reads_the_source_once(tmp_path, monkeypatch):
+    """The early check of the source (before the model loads) is the read the translation uses:
+    a Hugging Face dataset is not read twice."""
+    from typer.testing import CliRunner
+
+    import clo_mlx.translate.backends
+    import clo_mlx.translate.pipeline
+    from cli.main import app
+
+    reads = []
+    real = clo_mlx.translate.pipeline.read_sft
+
+    def counted(*a, **k):
+        reads.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(clo_mlx.translate.pipeline, "read_sft", counted)
+    monkeypatch.setattr(
+        clo_mlx.translate.backends, "make_m2m100", lambda *a, **k: lambda texts: list(texts)
+    )
+    src = write_jsonl(tmp_path / "en.jsonl", [{"prompt": "Hi?", "response": "Hello."}])
+    model = tmp_path / "m2m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "m2m_100"}')
+    args = [
+        "translate",
+        "--source",
+        str(src),
+        "--lang",
+        "sw",
+        "--output",
+        str(tmp_path / "o.jsonl"),
+    ]
+    res = CliRunner().invoke(app, [*args, "--model", str(model), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert reads == [src]
+
+
 def test_cli_back_translation_with_the_same_model(tmp_path, tiny_m2m100):
     from typer.testing import CliRunner
 

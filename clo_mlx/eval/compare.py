@@ -231,15 +231,6 @@ def _fidelity(model: nn.Module, tokenizer, es: EvalSet, opts: EvalOptions) -> di
 # ----------------------------------------------------------------------------- metrics
 
 
-def response_perplexity(model: nn.Module, data: PairData, cfg: TrainConfig) -> dict[str, float]:
-    """`{lang: perplexity}` of the chosen responses, token-weighted: exp(-sum logp / sum tokens).
-
-    A parallel row's chosen responses are its English and its target-language response; plain
-    preference rows count under `chosen`.
-    """
-    return {k[4:]: v for k, v in response_metrics(model, data, cfg).items() if k.startswith("ppl/")}
-
-
 def response_metrics(model: nn.Module, data: PairData, cfg: TrainConfig) -> dict[str, float]:
     """`ppl/<lang>` of the chosen responses, and against the reference log-probs (the base model
     in `clo-mlx eval`) `logp_change/<lang>` = mean(logp - ref logp) per response and

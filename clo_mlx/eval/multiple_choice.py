@@ -21,7 +21,6 @@ Item formats (JSONL, one item per line; `lang` is the item's language):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 
 from .. import distributed
 from ..batching import length_sorted_batches
-from ..data import json_error
+from ..data import iter_jsonl
 from ..reference import collated_logps, make_logp_fn
 from ..tokens import encode_pair
 
@@ -157,24 +156,10 @@ def load_mc(
     """Items of a JSONL file. `langs`/`split` filter rows by their `lang`/`split` fields; `english`
     adds the translate-test English items of XCOPA rows; `limit` keeps the first N rows per lang."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise MCDataError(f"{path}: cannot read ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise MCDataError(f"{path}: invalid UTF-8 ({e.reason})") from e
     items: list[MCItem] = []
     per_lang: dict[str, int] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, obj in iter_jsonl(path, error=MCDataError):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MCDataError(f"{where}: malformed JSON ({json_error(e)})") from None
-        if not isinstance(obj, dict):
-            raise MCDataError(f"{where}: expected a JSON object")
         if langs is not None and obj.get("lang") not in langs:
             continue
         if split is not None and obj.get("split") != split:

@@ -52,10 +52,3 @@ def detect_language(text: str, candidates: Sequence[str]) -> tuple[str, float]:
         return codes[0], 1.0
     lang, prob = _identifier(codes).classify(text)
     return lang, float(prob)
-
-
-def is_language(text: str, lang: str, candidates: Sequence[str]) -> bool:
-    """Whether `text` is judged to be in `lang` when choosing among `candidates` (+ `lang`)."""
-    if not text.strip():
-        return False
-    return detect_language(text, [*candidates, lang])[0] == lang

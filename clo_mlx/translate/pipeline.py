@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import distributed
-from ..data import DataError, check_unicode, read_jsonl
+from ..data import DataError, check_unicode, iter_jsonl
 from ..io import atomic_write_json, atomic_write_text
 from .filters import REASONS, Filters, check_back_translation, check_pair, has_repetition  # noqa: F401
 from .langid import check_language
 
 TranslateFn = Callable[[list[str]], list[str] | list[tuple[str, float]]]
-OUTPUT_FIELDS = ("id", "lang", "prompt_en", "response_en", "prompt_tgt", "response_tgt")
 
 # ---------------------------------------------------------------------------- JSONL files
 
@@ -89,7 +88,7 @@ def read_finished(path: str | Path, lang: str | None = None) -> dict[str, dict]:
     if not path.exists():
         return {}
     done = {}
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         if "id" not in obj:
             raise DataError(f"{path}:{lineno}: row has no 'id'; not written by `clo-mlx translate`")
         if lang is not None and obj.get("lang") != lang:
@@ -163,7 +162,7 @@ def read_sft(
     if hf_data.is_hf_source(path):
         path, lines = hf_data.read_source(path, split, columns)
     else:
-        lines = read_jsonl(path)
+        lines = iter_jsonl(path)
     rows, seen = [], {}
     for lineno, obj in lines:
         where = f"{path}:{lineno}"
@@ -566,6 +565,7 @@ def translate_file(
     generation: dict | None = None,
     split: str | None = None,
     columns: dict | str | None = None,
+    rows: list[dict] | None = None,
     back_fn: TranslateFn | None = None,
 ) -> dict:
     """Translate an English SFT file into parallel rows at `output`, resuming a previous run.
@@ -573,7 +573,8 @@ def translate_file(
     Rows are written a batch at a time; rejected rows (with `reason`, `detail`) go to
     `<output stem>.rejected.jsonl`; counts go to `<output stem>.summary.json` and are returned,
     and `<output stem>.report.md` lists the rejected rows by reason. `generation` (the decoding
-    settings used, and where each came from) is recorded in the summary.
+    settings used, and where each came from) is recorded in the summary. `rows`: read_sft's rows
+    of `source`, when the caller has read them already.
     Data-parallel (`mlx.launch`): rank r translates batches r, r + size, ...; after each round
     rank 0 appends the round's batches in source order, so the files equal a single-process run's.
     """
@@ -582,7 +583,7 @@ def translate_file(
         raise ValueError("--lang names the target language; it cannot be 'en'")
     output = Path(output)
     rejected_path, summary_path = side_paths(output)
-    rows = read_sft(source, split, columns)
+    rows = read_sft(source, split, columns) if rows is None else rows
     if limit is not None:
         rows = rows[:limit]
     main, n_ranks = distributed.is_main(), distributed.size()
