@@ -192,7 +192,7 @@ def worker_clo(
             cache_dir=str(Path(out_dir) / "cache"),
             dtype="float32",
             seed=0,
-            grad_checkpoint=grad_checkpoint,
+            grad_checkpoint=grad_checkpoint or None,  # None: memory_budget_gb decides
             **({"micro_batch_size": micro} if micro else {}),
             **(
                 {"memory_budget_gb": float(os.environ["BENCH_MEMORY_BUDGET_GB"])}

@@ -70,15 +70,15 @@ def with_wired_limit(fn: F) -> F:
 # ----------------------------------------------------------------------------- memory budget
 #
 # A training pass's peak, estimated from the model's shape (calibrated on the Qwen2.5-0.5B shape
-# in fp32: estimate 7.7 GB, MLX peak measured 7.1 GB for passes of 2 x 576 tokens):
+# in fp32: estimate 7.9 GB, MLX peak measured 7.8 GB for passes of 2 x 576 tokens):
 # - the weights, and the LoRA parameters with their gradient and two Adam moments (4 copies);
-# - the body's activations kept for the backward pass, per token and layer about 10 hidden-size
+# - the body's activations kept for the backward pass, per token and layer about 12 hidden-size
 #   and 4 intermediate-size vectors, plus the attention scores and probabilities of each head
 #   (the CPU attention is not fused); under gradient checkpointing only each layer's input is
 #   kept, plus one layer's activations while it is recomputed;
 # - the output head's logits of one chunk (fp32, with their exp and gradient: 3 copies).
 
-HIDDEN_COPIES, INTERMEDIATE_COPIES, SCORE_COPIES, LOGIT_COPIES = 10, 4, 2, 3
+HIDDEN_COPIES, INTERMEDIATE_COPIES, SCORE_COPIES, LOGIT_COPIES = 12, 4, 2, 3
 HEAD_CHUNKS_BYTES = (256 * 2**20, 64 * 2**20, 16 * 2**20)  # the automatic head chunk, then less
 
 

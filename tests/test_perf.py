@@ -177,6 +177,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, t
     assert plan["reference_batch_seconds"] > 0 and plan["reference_estimate_seconds"] > 0
     assert len(plan["step_seconds"]) == 2 and plan["training_estimate_seconds"] > 0
     assert plan["peak_memory_gb"] > 0
+    # No budget given: the machine's; a tiny model fits it.
+    assert plan["memory_budget_gb"] == plan["machine_memory_gb"] and plan["memory_fits"]
     assert not (tmp_path / "ad").exists() and not (tmp_path / "cache").exists()
 
     cli = [sys.executable, "-c", "from cli.main import main; main()", "train"]
@@ -187,8 +189,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, t
     bad = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "batch_size=3" in bad.stderr
     assert "Traceback" not in bad.stderr
-    good = subprocess.run(cli[:-2] + ["4", "--dry-run"], capture_output=True, text=True, env=env)
+    budget = ["--memory-budget-gb", "0.000001"]  # fits nothing: the smallest settings, flagged
+    good = subprocess.run(
+        cli[:-2] + ["4", "--dry-run", *budget], capture_output=True, text=True, env=env
+    )
     assert good.returncode == 0, good.stderr
     assert "dry run: pairs train 16, valid 8" in good.stderr
     assert "nothing was written" in good.stderr
+    assert (
+        "memory plan for the longest batch: micro_batch_size 1, grad_checkpoint on" in good.stderr
+    )
+    assert "does NOT fit the memory budget of 0.0 GB" in good.stderr
     assert not (tmp_path / "ad2").exists() and not (tmp_path / "c2").exists()
