@@ -19,14 +19,13 @@ from .batching import (
     PairData,
     bucket_length,
     collate_pairs,
-    head_index,
     length_sorted_batches,
     pair_lengths,
     unit_batches,
 )
 from .config import TrainConfig
 from .memory import default_budget, plan_memory, wired_limit
-from .reference import make_logp_fn
+from .reference import make_logp_fn, queue_logps
 from .run import check_output_folder, needs_reference, prepare, train_model
 
 
@@ -46,11 +45,11 @@ def time_reference_batch(prep, cfg: TrainConfig) -> dict:
         return 2 * len(idx) * bucket_length(max(lengths[i] for i in idx) - 1, cfg.max_seq_length)
 
     idx = max(batches, key=padded)
-    inputs, targets, mask = collate_pairs(encoded, idx, cfg.max_seq_length)
+    batch = collate_pairs(encoded, idx, cfg.max_seq_length)
     logp_fn = make_logp_fn(prep.model, cfg.logprob_chunk_size)
     prep.model.eval()
     tic = time.perf_counter()
-    mx.eval(logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask), head_index(mask)))
+    mx.eval(queue_logps(logp_fn, *batch))
     seconds = time.perf_counter() - tic
     total = sum(padded(b) for b in batches)
     return {

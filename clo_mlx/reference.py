@@ -39,14 +39,18 @@ def make_logp_fn(model: nn.Module, chunk_size: int | None = None):
     return logp_fn
 
 
+def queue_logps(
+    logp_fn, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+) -> tuple[mx.array, mx.array]:
+    """logp_fn on one collated batch, head over its response positions; not yet evaluated."""
+    return logp_fn(mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask))
+
+
 def collated_logps(
     logp_fn, seqs: list[tuple[list[int], int]], max_seq_length: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(summed response log-probs, token counts) of (ids, response start) sequences, one batch."""
-    inputs, targets, mask = collate(seqs, max_seq_length)
-    logps, ntok = logp_fn(
-        mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
-    )
+    logps, ntok = queue_logps(logp_fn, *collate(seqs, max_seq_length))
     return np.array(logps), np.array(ntok)
 
 
@@ -88,10 +92,7 @@ def score_pairs(
     queued = None
     batches = length_sorted_batches(pair_lengths(encoded), batch_size)
     for idx in distributed.shard(batches):
-        inputs, targets, mask = collate_pairs(encoded, idx, max_seq_length)
-        logps, ntok = logp_fn(
-            mx.array(inputs), mx.array(targets), mx.array(mask), start=head_index(mask)
-        )
+        logps, ntok = queue_logps(logp_fn, *collate_pairs(encoded, idx, max_seq_length))
         mx.async_eval(logps, ntok)
         if queued is not None:
             store(*queued)
