@@ -525,7 +525,7 @@ def ratios(out: dict) -> str | None:
         parts = [
             f"tokens/s {peer_epoch / clo_epoch:.2f}x",
             f"peak RSS {clo['rss_mb'] / peer['rss_mb']:.2f}x",
-            f"first epoch incl. reference {peer_epoch / first:.2f}x faster",
+            f"first epoch incl. reference {peer_epoch / first:.2f}x as fast",
             *parts,
         ]
     return "; ".join(parts)

@@ -93,7 +93,7 @@ def test_ratios_from_hand_numbers():
     }
     # tokens/s: 90 s / 30 s; RSS 1000 / 4000; first epoch 90 / (30 + 30); reference 15 s / 15 s.
     assert rs.ratios(out) == (
-        "tokens/s 3.00x; peak RSS 0.25x; first epoch incl. reference 1.50x faster; "
+        "tokens/s 3.00x; peak RSS 0.25x; first epoch incl. reference 1.50x as fast; "
         "reference pass per batch / clo-mlx step 1.00"
     )
     del out["mlx-lm-lora"]["step_s"]  # the peer ran out of memory
