@@ -57,7 +57,8 @@ def load_pairs(data: Path) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
 def calibrate(pairs: dict) -> dict:
     """Per language and source-length bin: the hard band [low, high] from the ratio quantiles
     with a margin, and the soft edge: the lowest quantile in SOFT_QS at which the band catches
-    >= 97% of truncated calibration references (0: the hard band alone does)."""
+    >= 97% of truncated calibration references (0: the hard band alone does), or, where none
+    does, the lowest at which it catches the most."""
     bands = {}
     for lang in LANGS:
         rows = [
@@ -71,10 +72,15 @@ def calibrate(pairs: dict) -> dict:
             ratio = np.array([t / s for s, t, _, _ in part])
             low, high = np.quantile(ratio, [LOW_Q, HIGH_Q]) * [1 - MARGIN, 1 + MARGIN]
             trunc = [(c / s, ends) for s, _, c, ends in part if s >= 20]
-            soft = low
+            # The lowest edge that reaches 97%; where none does (truncations whose source has
+            # no final punctuation stay uncaught), the lowest that catches the most: a wider
+            # edge would reject complete references and catch nothing more.
+            soft, best = low, -1.0
             for q in SOFT_QS:
-                soft = max(low, float(np.quantile(ratio, q))) if q else low
-                caught = np.mean([r < low or (r < soft and ends) for r, ends in trunc])
+                cand = max(low, float(np.quantile(ratio, q))) if q else low
+                caught = float(np.mean([r < low or (r < cand and ends) for r, ends in trunc]))
+                if caught > best + 1e-9:
+                    soft, best = cand, caught
                 if caught >= 0.97:
                     break
             entries.append(
