@@ -319,6 +319,19 @@ def test_real_complete_yoruba_without_full_stop_is_kept(line):
 
 
 @needs_data
+def test_real_yoruba_without_tone_marks_is_judged_alike():
+    # Yoruba is often written without tone marks or underdots: the verdicts must not change.
+    import unicodedata
+
+    def bare(t):
+        d = unicodedata.normalize("NFD", t)
+        return "".join(c for c in d if unicodedata.category(c)[0] != "M")
+
+    for r in ntrex(range(0, 100)):
+        assert check_pair(r["en"], bare(r["yo"]), "yo") == check_pair(r["en"], r["yo"], "yo"), r
+
+
+@needs_data
 def test_real_sentences_repetition_and_language():
     for r in ntrex(range(1000, 1060)):
         words = r["sw"].split()
