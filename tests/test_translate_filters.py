@@ -88,6 +88,8 @@ LEGIT = [
     # a counted noun inside a Yoruba number: thirty years and four = 34
     ("The 34-year-old spoke.", "Ẹni ọgbọ̀n ọdún ó lé mẹ́rin náà sọ̀rọ̀.", "yo"),
     ("He has 22 cars.", "Ó ní ogún ọkọ̀ lé méjì.", "yo"),
+    # hundreds above 1000 count in 200s: ẹgbẹ̀jọ = 200 x 8, ẹ̀ẹ́dẹ́gbẹ̀je = 1400 - 100
+    ("It flew 1,600 km and 1,300 km.", "Ó fò kìlómítà ẹgbẹ̀jọ àti kìlómítà ẹ̀ẹ́dẹ́gbẹ̀je.", "yo"),
     # "100 percent" as a degree: "completely sure"
     ("She is 100 percent certain.", "Ó dá a lójú ní gbogbo ọ̀nà.", "yo"),
     ("I am 100% sure of it.", "Ich bin mir dessen völlig sicher.", "de"),
@@ -126,6 +128,7 @@ BROKEN = [
     ("It began in 2016.", "Ó bẹ̀rẹ̀ ní ọdún .", "yo"),
     ("It has 500 prisoners and 24 guards.", "Ó ní ẹlẹ́wọn ẹ̀ẹ́dẹ̀gbẹ̀ta.", "yo"),
     ("The 35-year-old spoke.", "Ẹni ọgbọ̀n ọdún ó lé mẹ́rin náà sọ̀rọ̀.", "yo"),  # 34
+    ("It moved at 800 kph.", "Ó ń lọ ní kìlómítà ẹgbẹ̀jọ̀ ní wákàtí kan.", "yo"),  # 1600
     # "100 percent" is a number where it is not a degree, and 100 is not any number
     ("She won 100 percent of the vote.", "Sie gewann alle Stimmen.", "de"),
     ("She is 90 percent certain.", "Sie ist sich ziemlich sicher.", "de"),

@@ -565,7 +565,9 @@ _YO_ATOMS: dict[str, float] = {
     "ogofa": 120, "adoje": 130, "ogoje": 140, "adojo": 150, "ogojo": 160, "adosan": 170,
     "ogosan": 180, "adowa": 190, "igba": 200, "odunrun": 300, "odurun": 300, "odun": 300,
     "irinwo": 400, "edegbeta": 500, "egbeta": 600, "edegberin": 700, "egberin": 800,
-    "edegberun": 900, "egberun": 1e3, "egba": 2e3, "oke": 2e4, "milionu": 1e6,
+    "edegberun": 900, "egberun": 1e3, "edegbefa": 1100, "egbefa": 1200, "edegbeje": 1300,
+    "egbeje": 1400, "edegbejo": 1500, "egbejo": 1600, "edegbesan": 1700, "egbesan": 1800,
+    "edegba": 1900, "egba": 2e3, "oke": 2e4, "milionu": 1e6,
     "bilionu": 1e9, "abo": 0.5,
 }  # fmt: skip
 # ordinals: ikeji, ekeji, elekeji (the second), ikerinla (14th)
