@@ -90,6 +90,7 @@ LEGIT = [
     ("He has 22 cars.", "Ó ní ogún ọkọ̀ lé méjì.", "yo"),
     # hundreds above 1000 count in 200s: ẹgbẹ̀jọ = 200 x 8, ẹ̀ẹ́dẹ́gbẹ̀je = 1400 - 100
     ("It flew 1,600 km and 1,300 km.", "Ó fò kìlómítà ẹgbẹ̀jọ àti kìlómítà ẹ̀ẹ́dẹ́gbẹ̀je.", "yo"),
+    ("The town has 40,000 people.", "Ìlú náà ní ènìyàn ọ̀kẹ́ méjì.", "yo"),  # ọ̀kẹ́ = 20,000
     # "100 percent" as a degree: "completely sure"
     ("She is 100 percent certain.", "Ó dá a lójú ní gbogbo ọ̀nà.", "yo"),
     ("I am 100% sure of it.", "Ich bin mir dessen völlig sicher.", "de"),

@@ -572,7 +572,7 @@ _YO_ATOMS: dict[str, float] = {
 }  # fmt: skip
 # ordinals: ikeji, ekeji, elekeji (the second), ikerinla (14th)
 _YO_ATOMS.update({p + w: v for w, v in list(_YO_ATOMS.items()) if w[0] == "k" for p in ("i", "e", "ele")})  # fmt: skip
-_YO_SCALES = {"egberun": 1e3, "milionu": 1e6, "bilionu": 1e9}
+_YO_SCALES = {"egberun": 1e3, "oke": 2e4, "milionu": 1e6, "bilionu": 1e9}  # oke: ọ̀kẹ́ méjì = 40,000
 _YO_ALONE_NOT = {"odun", "oke", "orin", "abo"}  # alone: "year", "hill", "song", "female"
 _YO_JOINS = ("le", "din", "lona", "ku", "ati", "o")
 # le l-ogun, le n-igba (ní elided); ku iseju marun (minutes); ogbon-ojo (day); aago mejo owuro ku (morning)
