@@ -24,7 +24,7 @@ from .batching import (
     unit_batches,
 )
 from .config import TrainConfig
-from .memory import default_budget, plan_memory, wired_limit
+from .memory import default_budget, wired_limit
 from .reference import make_logp_fn, queue_logps
 from .run import check_output_folder, needs_reference, prepare, train_model
 
@@ -99,9 +99,9 @@ def dry_run(cfg: TrainConfig, console=None, overwrite: bool = False) -> dict:
             cfg.iters * tokens_per_step / second["tokens_per_second"]
         )
         plan["peak_memory_gb"] = mx.get_peak_memory() / 1e9
-        choice = plan_memory(cfg, data, prep.model)  # what the run will choose (adapters attached)
-        plan["memory_estimate_gb"] = choice.estimate_bytes / 1e9
-        plan["memory_fits"], plan["memory_choice"] = choice.fits, choice.why
+        if (choice := prep.memory) is not None:  # made as the run makes it, before its reference
+            plan["memory_estimate_gb"] = choice.estimate_bytes / 1e9
+            plan["memory_fits"], plan["memory_choice"] = choice.fits, choice.why
     memory, what = machine_memory()
     plan["machine_memory_gb"] = memory / 1e9 if memory else None
     if cfg.memory_budget_gb:
