@@ -188,8 +188,10 @@ def prepare(
         if not encoded[split]:
             raise ConfigError(f"{split}: no pairs left after fitting them into max_seq_length")
     check_batch_size(encoded["train"], cfg)
-    sft = SequenceData(sft_sequences(encoded["train"], cfg.sft["languages"]))
-    if cfg.loss == "sft" and len(sft) < cfg.batch_size:
+    sft = None
+    if cfg.loss == "sft":
+        sft = SequenceData(sft_sequences(encoded["train"], cfg.sft["languages"]))
+    if sft is not None and len(sft) < cfg.batch_size:
         raise ConfigError(
             f"sft.languages={cfg.sft['languages']!r} leaves {len(sft)} sequences, "
             f"fewer than batch_size={cfg.batch_size}"
@@ -201,7 +203,7 @@ def prepare(
     # memory_budget_gb's choice, before the long part: settings that cannot fit are said now.
     memory = None
     if shape is not None:
-        if cfg.loss == "sft":
+        if sft is not None:
             lengths, per_item = [len(ids) for ids, _ in sft.seqs], 1
         else:
             lengths, per_item = pair_lengths(encoded["train"]), 2
