@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,24 @@ from clo_mlx.tiny import DEFAULT_TEXT, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config) -> None:
+    """Run the tests with the BLAS `clo-mlx` itself runs with (clo_mlx/blas.py): on Linux CPUs
+    the process re-executes itself with OpenBLAS preloaded, before any output or any import of
+    mlx. The in-process training and scoring tests are BLAS-bound (the demo test: 130 s with
+    mlx-cpu's reference BLAS, 25 s with OpenBLAS). Only when this process is pytest itself, not
+    pytest.main() inside another program; CLO_MLX_NO_FAST_BLAS=1 turns it off."""
+    # One BLAS thread (as the 2-rank tests use): the tests share the cores with torch and with
+    # subprocesses, and a 2-thread OpenBLAS splits a matmul's sums by shape, which moves the
+    # micro-batch equivalence test (1, 3 or 8 pairs per pass) past its 1e-4 tolerance.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    entry = Path(sys.argv[0])  # `pytest`, `py.test` or `python -m pytest` (.../pytest/__main__.py)
+    if entry.name.startswith(("pytest", "py.test")) or entry.parent.name == "pytest":
+        from clo_mlx.blas import ensure_fast_blas
+
+        ensure_fast_blas()
+
 
 EN_PROMPTS = [
     "How many legs does a spider have?",
