@@ -193,6 +193,37 @@ def np_pair_logps(model, tokenizer, pairs):
     return logps, counts
 
 
+@pytest.fixture
+def cli_run(monkeypatch, capsys):
+    """`cli_run(*args)`: `clo-mlx ARGS` in this process through `cli.main.main` (the console
+    script's entry point, with its error handling), as a CompletedProcess. No interpreter start
+    and no torch/transformers import per call; an exception other than a clean exit fails the
+    test with its traceback. The real console script is run as a subprocess by a few tests."""
+    import subprocess
+
+    import cli.main
+    import clo_mlx.blas
+
+    # This process already has its BLAS (see pytest_configure): no re-exec, no line about it.
+    monkeypatch.setattr(clo_mlx.blas, "ensure_fast_blas", lambda *a, **k: None)
+    monkeypatch.delenv("CLO_MLX_DEBUG", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what main() sets, undone after the test
+
+    def run(*args) -> subprocess.CompletedProcess:
+        args = [str(a) for a in args]
+        monkeypatch.setattr(sys, "argv", ["clo-mlx", *args])
+        capsys.readouterr()
+        try:
+            cli.main.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["clo-mlx", *args], code, out.out, out.err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), "llama", texts=TEXTS, seed=1)

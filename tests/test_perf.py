@@ -197,10 +197,7 @@ def test_reference_logps_match_a_plain_forward_per_sequence(tiny_qwen2, tmp_path
 # ----------------------------------------------------------------------------- train --dry-run
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, tmp_path):
-    import os
-    import subprocess
-
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, tmp_path, cli_run):
     from clo_mlx.data import load_splits
     from clo_mlx.models import load_model
     from clo_mlx.plan import dry_run
@@ -221,18 +218,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, t
     assert plan["memory_budget_gb"] == plan["machine_memory_gb"] and plan["memory_fits"]
     assert not (tmp_path / "ad").exists() and not (tmp_path / "cache").exists()
 
-    cli = [sys.executable, "-c", "from cli.main import main; main()", "train"]
-    cli += ["--model", str(tiny_llama)]
+    cli = ["train", "--model", str(tiny_llama)]
     cli += ["--data", str(parallel_data), "--adapter-path", str(tmp_path / "ad2")]
     cli += ["--cache-dir", str(tmp_path / "c2"), "--batch-size", "3", "--dry-run"]
-    env = {**os.environ, "CLO_MLX_NO_FAST_BLAS": "1"}
-    bad = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+    bad = cli_run(*cli)
     assert bad.returncode == 2 and "batch_size=3" in bad.stderr
     assert "Traceback" not in bad.stderr
     budget = ["--memory-budget-gb", "0.000001"]  # fits nothing: the smallest settings, flagged
-    good = subprocess.run(
-        cli[:-2] + ["4", "--dry-run", *budget], capture_output=True, text=True, env=env
-    )
+    good = cli_run(*cli[:-2], "4", "--dry-run", *budget)
     assert good.returncode == 0, good.stderr
     assert "dry run: pairs train 16, valid 8" in good.stderr
     assert "nothing was written" in good.stderr
