@@ -1,6 +1,7 @@
 """DPO at real model shapes: clo-mlx against mlx-lm-lora 5.10.2, under a memory cap.
 
     python bench/bench_real_scale.py --rows qwen0.5b,llama1b,qwen1.5b --cap-gb 16
+    python bench/bench_real_scale.py --rows qwen0.5b --batch 2 --pairs 8 --cap-gb 15
 
 Rows (random fp32 weights, the exact shapes of the public checkpoints, the real tokenizers):
 - qwen0.5b: Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads, 2 KV, intermediate 4864, vocab 151,936,
@@ -13,13 +14,17 @@ tokenizers from them); a row whose tokenizer is absent is skipped with a message
 
 Data: `--pairs` preference rows with OASST-like lengths (prompt 50-90 tokens, responses 150-450),
 the chosen response always the longer, sequence lengths spread apart: both tools then group the
-same pairs into the same batches (mlx-lm-lora sorts by chosen length, clo-mlx by the longer of the
-two). Both tools' batch shuffles are replaced in their workers by the sorted order (mlx-lm-lora:
-numpy.random.permutation; clo-mlx: batching.epoch_order), so step i trains the same pairs in both.
-Each tool runs one epoch plus one step (`--pairs / 4 + 1` steps); the first step (compilation,
-and the first batch) is not timed, the others cover every batch once: "epoch s" is their sum,
-tokens/s is the epoch's tokens over it, and clo-mlx's "first epoch incl. reference" adds its
-one-off reference pass (mlx-lm-lora runs its reference model inside every step).
+same pairs into the same batches of `--batch` pairs (mlx-lm-lora sorts by chosen length, clo-mlx
+by the longer of the two). Both tools' batch shuffles are replaced in their workers by the sorted
+order (clo-mlx: batching.epoch_order; mlx-lm-lora: numpy.random.permutation, which 5.10.2 calls
+once per step because it builds a fresh batch iterator every step and trains its first batch: the
+k-th call is the identity rotated by k, so step k trains batch k - 1), so step i trains the same
+pairs in both. Each worker prints the file rows of every step's batch ("STEP_ROWS"); the table
+says whether the two tools' lists are identical. Each tool runs one epoch plus one step
+(`--pairs / --batch + 1` steps); the first step (compilation, and the first batch) is not timed,
+the others cover every batch once: "epoch s" is their sum, tokens/s is the epoch's tokens over it,
+and clo-mlx's "first epoch incl. reference" adds its one-off reference pass (mlx-lm-lora runs its
+reference model inside every step). The load average (1 minute) is sampled during each run.
 
 Memory cap (the machine is shared): every worker runs under RLIMIT_AS = cap + 6 GB (virtual
 address space that is never touched: thread stacks, malloc arenas, libraries) and a watchdog that
@@ -140,7 +145,11 @@ def worker_measure(cap_gb: float, cmd: list[str]) -> int:
 
     proc = subprocess.Popen(cmd, preexec_fn=limit)
     status, peak, killed = Path(f"/proc/{proc.pid}/status"), 0, False
+    loads, polls = [], 0
     while proc.poll() is None:
+        if polls % 50 == 0:  # every ~5 s
+            loads.append(os.getloadavg()[0])
+        polls += 1
         try:
             rss = next(
                 int(line.split()[1]) * 1024
@@ -161,29 +170,83 @@ def worker_measure(cap_gb: float, cmd: list[str]) -> int:
             "maxrss_mb": max(kb / 1024, peak / 2**20),
             "returncode": proc.returncode,
             "capped": killed,
+            "load": loads,
         },
     )
     return 0
 
 
 def _sorted_order_clo() -> None:
+    """Batches in sorted order; print each step's file rows."""
     import clo_mlx.batching as batching
+    import clo_mlx.trainer as trainer
 
     def sorted_order(n_batches: int, seed: int, epoch: int) -> list[int]:
         return list(range(n_batches))
 
     batching.epoch_order = sorted_order
+    stream = trainer.batch_stream
+
+    def recorded(data, *args, **kwargs):
+        for idx in stream(data, *args, **kwargs):
+            base._emit("STEP_ROWS", sorted(data.encoded[i].pair.row for i in idx))
+            yield idx
+
+    trainer.batch_stream = recorded
+
+
+def rotating_permutation(permutation):
+    """numpy.random.permutation for mlx-lm-lora 5.10.2: its DPO loop builds a fresh batch iterator
+    every step and trains that iterator's first batch, so the k-th call (k = 0, 1, ...) returns
+    the identity rotated by k: step k + 1 trains sorted batch k (mod the number of batches)."""
+    calls = [0]
+
+    def rotated(x):
+        if not isinstance(x, int):
+            return permutation(x)
+        import numpy as np
+
+        k = calls[0] % max(x, 1)
+        calls[0] += 1
+        return np.roll(np.arange(x), -k)
+
+    return rotated
+
+
+class _RecordedRows:
+    """A dataset that remembers which rows were read (mlx-lm-lora's batches index the file rows)."""
+
+    def __init__(self, data):
+        self.data, self.seen = data, []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.seen.append(int(i))
+        return self.data[i]
 
 
 def _sorted_order_peer() -> None:
+    """Batches in sorted order; print each training step's file rows."""
     import numpy as np
 
-    permutation = np.random.permutation
+    np.random.permutation = rotating_permutation(np.random.permutation)
+    import mlx_lm_lora.trainer.dpo_trainer as dpo
 
-    def identity(x):
-        return np.arange(x) if isinstance(x, int) else permutation(x)
+    batches = dpo.iterate_dpo_batches
 
-    np.random.permutation = identity
+    def recorded(dataset, batch_size, max_seq_length, train=False):
+        if not train:
+            yield from batches(dataset, batch_size, max_seq_length, train)
+            return
+        rows = _RecordedRows(dataset)
+        for batch in batches(rows, batch_size, max_seq_length, train):
+            base._emit("STEP_ROWS", sorted(rows.seen[-batch_size:]))  # the batch's reads
+            rows.seen.clear()
+            yield batch
+
+    dpo.iterate_dpo_batches = recorded
 
 
 # ----------------------------------------------------------------------------- data
@@ -228,7 +291,7 @@ def build_data(model_dir: Path, out: Path, n_pairs: int, seed: int = 1) -> Path:
     return out
 
 
-def data_stats(model_dir: Path, data: Path) -> dict:
+def data_stats(model_dir: Path, data: Path, batch: int) -> dict:
     """Tokens per pair and the batches both tools form (sorted by chosen sequence length)."""
     from transformers import AutoTokenizer
 
@@ -240,9 +303,9 @@ def data_stats(model_dir: Path, data: Path) -> dict:
     ch = [encode_pair(tok, r["prompt"], r["chosen"]) for r in rows]
     rj = [encode_pair(tok, r["prompt"], r["rejected"]) for r in rows]
     lc, lr = [len(c[0]) for c in ch], [len(r[0]) for r in rj]
-    clo = length_sorted_batches([max(a, b) for a, b in zip(lc, lr, strict=True)], base.BATCH)
+    clo = length_sorted_batches([max(a, b) for a, b in zip(lc, lr, strict=True)], batch)
     order = sorted(range(len(rows)), key=lambda i: lc[i])
-    peer = [order[i : i + base.BATCH] for i in range(0, len(order), base.BATCH)]
+    peer = [order[i : i + batch] for i in range(0, len(order), batch)]
     return {
         "pairs": len(rows),
         "prompt": statistics.mean(c[1] for c in ch),
@@ -251,7 +314,16 @@ def data_stats(model_dir: Path, data: Path) -> dict:
         "tokens": sum(lc) + sum(lr),
         "batch_tokens": [sum(lc[i] + lr[i] for i in b) for b in clo],
         "same_batches": [sorted(b) for b in clo] == [sorted(b) for b in peer],
+        "batches": [sorted(b) for b in clo],
     }
+
+
+def same_steps(a: list[list[int]] | None, b: list[list[int]] | None) -> bool | None:
+    """Whether two tools trained the same rows at every step both ran (None: nothing to compare)."""
+    n = min(len(a or []), len(b or []))
+    if n == 0:
+        return None
+    return all(sorted(x) == sorted(y) for x, y in zip(a[:n], b[:n], strict=True))
 
 
 # ----------------------------------------------------------------------------- running
@@ -288,12 +360,16 @@ def run_capped(cmd: list[str], env: dict, log_file: Path, cap_gb: float, timeout
             stdout = e.stdout or ""
             stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
             return {"timeout": True, "wall_s": time.perf_counter() - t, "rss_mb": float("nan")}
-    result, rusage = {}, {}
+    result, rusage, step_rows = {}, {}, []
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[7:])
         elif line.startswith("RUSAGE "):
             rusage = json.loads(line[7:])
+        elif line.startswith("STEP_ROWS "):
+            step_rows.append(json.loads(line[10:]))
+    result["step_rows"] = step_rows
+    result["load"] = rusage.get("load", [])
     result["rss_mb"] = rusage.get("maxrss_mb", float("nan"))
     result["wall_s"] = time.perf_counter() - t
     text = log_file.read_text(errors="replace")
@@ -311,7 +387,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", default="qwen0.5b,llama1b,qwen1.5b", help=f"of {sorted(ROWS)}")
     ap.add_argument("--tools", default="mlx-lm-lora,clo-mlx", help="mlx-lm-lora, clo-mlx")
-    ap.add_argument("--pairs", type=int, default=12, help="preference pairs (a multiple of 4)")
+    ap.add_argument(
+        "--pairs", type=int, default=12, help="preference pairs (a multiple of --batch)"
+    )
+    ap.add_argument("--batch", type=int, default=4, help="pairs per step, both tools")
     ap.add_argument("--cap-gb", type=float, default=16.0, help="memory cap per run (RSS)")
     ap.add_argument(
         "--clo-budget-gb", type=float, help="clo-mlx's memory_budget_gb (default: the machine's)"
@@ -326,8 +405,8 @@ def main() -> None:
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     if bad := [r for r in rows if r not in ROWS]:
         ap.error(f"unknown rows {bad}; choose from {sorted(ROWS)}")
-    if a.pairs % base.BATCH:
-        ap.error(f"--pairs must be a multiple of {base.BATCH}")
+    if a.batch < 1 or a.pairs < a.batch or a.pairs % a.batch:
+        ap.error(f"--pairs ({a.pairs}) must be a positive multiple of --batch ({a.batch})")
     sys.path.insert(0, str(ROOT / "tests"))
     from real_models import FAMILIES, SHARED_TOKENIZERS
 
@@ -343,8 +422,14 @@ def main() -> None:
     peer_python = base.ensure_peer_venv(Path(a.peer_venv)) if "mlx-lm-lora" in tools else None
     clo_python = str(base.ensure_clo_venv(Path(a.clo_venv))) if a.clo_venv else sys.executable
     me = str(Path(__file__).resolve())
-    iters = a.pairs // base.BATCH + 1
-    results: dict = {"cap_gb": a.cap_gb, "iters": iters, "rows": {}, "budget": a.clo_budget_gb}
+    iters = a.pairs // a.batch + 1
+    results: dict = {
+        "cap_gb": a.cap_gb,
+        "iters": iters,
+        "batch": a.batch,
+        "rows": {},
+        "budget": a.clo_budget_gb,
+    }
     for row in rows:
         family = ROWS[row][0]
         if not (SHARED_TOKENIZERS / FAMILIES[family]["tokenizer"]).is_file():
@@ -359,14 +444,14 @@ def main() -> None:
             if "params" not in r:
                 sys.exit(f"building {row} failed: {r}")
         data = build_data(model, work / f"data-{family}-{a.pairs}", a.pairs)
-        st = data_stats(model, data)
+        st = data_stats(model, data, a.batch)
         log(f"{row}: {st}")
         out = {"stats": st}
         for tool in tools:
-            run_dir = work / "runs" / f"{tool}-{row}"
+            run_dir = work / "runs" / f"{tool}-{row}-b{a.batch}"
             subprocess.run(["rm", "-rf", str(run_dir)], check=True)
             run_dir.mkdir(parents=True)
-            args = [str(model), str(data), str(run_dir), str(iters)]
+            args = [str(model), str(data), str(run_dir), str(iters), str(a.batch)]
             if tool == "clo-mlx":
                 cmd = [clo_python, me, "_clo", *args]
             else:
@@ -376,13 +461,17 @@ def main() -> None:
                 out[tool] = {"skipped": "machine memory"}
                 continue
             log(f"{tool} {row}: running ({available_gb():.1f} GB available) ...")
-            r = run_capped(cmd, env, work / "logs" / f"{tool}-{row}.log", a.cap_gb, a.timeout)
+            log_file = work / "logs" / f"{tool}-{row}-b{a.batch}.log"
+            r = run_capped(cmd, env, log_file, a.cap_gb, a.timeout)
             if "stamps" in r:
                 r["step_s"] = base.step_times(r["stamps"], 1)
             log(f"  {summary_line(r, st, a.cap_gb)}")
             if "memory_line" in r:
                 log(f"  {r['memory_line']}")
             out[tool] = r
+            out["same_steps"] = same_steps(
+                out.get("clo-mlx", {}).get("step_rows"), out.get("mlx-lm-lora", {}).get("step_rows")
+            )
             results["rows"][row] = out
             if a.json:
                 Path(a.json).write_text(json.dumps(results, indent=1, default=str))
@@ -396,9 +485,19 @@ def gb(rss_mb: float) -> float:
     return rss_mb * 2**20 / GB
 
 
+def load_text(loads: list[float]) -> str:
+    if not loads:
+        return "-"
+    return f"{statistics.median(loads):.1f} ({min(loads):.1f}-{max(loads):.1f})"
+
+
 def summary_line(r: dict, st: dict, cap: float) -> str:
+    load = f", load {load_text(r.get('load', []))}"
     if r.get("oom"):
-        return f"OOM at {cap:g} GB (RSS reached {gb(r['rss_mb']):.1f} GB, {r['wall_s']:.0f} s)"
+        return (
+            f"OOM at {cap:g} GB (RSS reached {gb(r['rss_mb']):.1f} GB, {r['wall_s']:.0f} s, "
+            f"{len(r.get('step_rows', []))} batches drawn{load})"
+        )
     if "error" in r or "timeout" in r:
         return f"failed: {r.get('error', 'timeout')}"
     epoch = sum(r["step_s"])
@@ -407,43 +506,68 @@ def summary_line(r: dict, st: dict, cap: float) -> str:
         f"{st['tokens'] / epoch:.0f} tok/s, RSS {gb(r['rss_mb']):.2f} GB, "
         f"MLX peak {r.get('mx_peak_gb', float('nan')):.2f} GB"
         + (f", reference pass {r['prepare_s']:.0f} s" if "prepare_s" in r else "")
+        + load
+        + f", step rows {r.get('step_rows')}"
     )
 
 
+def ratios(out: dict) -> str | None:
+    """clo-mlx against mlx-lm-lora: tokens/s, peak RSS, first epoch, reference pass per batch."""
+    clo, peer = out.get("clo-mlx", {}), out.get("mlx-lm-lora", {})
+    if "step_s" not in clo:
+        return None
+    n_batches = len(out["stats"]["batches"])
+    ref_batch = clo.get("prepare_s", float("nan")) / n_batches / statistics.median(clo["step_s"])
+    parts = [f"reference pass per batch / clo-mlx step {ref_batch:.2f}"]
+    if "step_s" in peer:
+        clo_epoch, peer_epoch = sum(clo["step_s"]), sum(peer["step_s"])
+        first = clo_epoch + clo.get("prepare_s", 0)
+        parts = [
+            f"tokens/s {peer_epoch / clo_epoch:.2f}x",
+            f"peak RSS {clo['rss_mb'] / peer['rss_mb']:.2f}x",
+            f"first epoch incl. reference {peer_epoch / first:.2f}x as fast",
+            *parts,
+        ]
+    return "; ".join(parts)
+
+
 def table(results: dict) -> str:
-    cap = results["cap_gb"]
+    cap, batch = results["cap_gb"], results.get("batch", 4)
     lines = [
         f"Cap {cap:g} GB RSS per run; {results['iters']} steps per run, the first not timed; "
-        "batch 4 pairs, LoRA r8 on q/k/v/o, fp32"
+        f"batch {batch} pairs, LoRA r8 on q/k/v/o, fp32"
         + (f"; clo-mlx memory_budget_gb {results['budget']:g}." if results.get("budget") else "."),
         "",
-        "| model | tool | median s/it | epoch s (training) | tokens/s | ref pass s | "
-        "first epoch incl. ref s | peak RSS GB | MLX peak GB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | tool | s/it per step | median s/it | epoch s (training) | tokens/s | ref pass s |"
+        " first epoch incl. ref s | peak RSS GB | MLX peak GB | load avg (median, range) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, out in results["rows"].items():
         if "skipped" in out:
-            lines.append(f"| {row} | - | skipped: {out['skipped']} |||||||")
+            lines.append(f"| {row} | - | skipped: {out['skipped']} |||||||||")
             continue
         st = out["stats"]
         for tool in ("mlx-lm-lora", "clo-mlx"):
             r = out.get(tool)
             if r is None:
                 continue
+            load = load_text(r.get("load", []))
             if r.get("oom"):
-                lines.append(f"| {row} | {tool} | OOM at {cap:g} GB ||||||"
-                             f" > {cap:g} (killed) | |")  # fmt: skip
+                lines.append(f"| {row} | {tool} | OOM at {cap:g} GB |||||||"
+                             f" > {cap:g} (killed) | | {load} |")  # fmt: skip
                 continue
             if "step_s" not in r:
-                lines.append(f"| {row} | {tool} | failed |||||||")
+                lines.append(f"| {row} | {tool} | failed ||||||||| {load} |")
                 continue
             epoch = sum(r["step_s"])
             ref = r.get("prepare_s")
             first = epoch + (ref or 0)
             lines.append(
-                f"| {row} | {tool} | {statistics.median(r['step_s']):.1f} | {epoch:.0f} | "
+                f"| {row} | {tool} | {', '.join(f'{x:.1f}' for x in r['step_s'])} | "
+                f"{statistics.median(r['step_s']):.1f} | {epoch:.0f} | "
                 f"{st['tokens'] / epoch:.0f} | {'-' if ref is None else f'{ref:.0f}'} | "
                 f"{first:.0f} | {gb(r['rss_mb']):.2f} | {r.get('mx_peak_gb', float('nan')):.2f} |"
+                f" {load} |"
             )
     for row, out in results["rows"].items():
         if "stats" in out:
@@ -451,8 +575,11 @@ def table(results: dict) -> str:
             lines.append(
                 f"{row}: {st['pairs']} pairs, {st['tokens']:,} sequence tokens (chosen + rejected),"
                 f" sequences {st['seq_min']}-{st['seq_max']} tokens, mean prompt "
-                f"{st['prompt']:.0f}; both tools' batches identical: {st['same_batches']}"
+                f"{st['prompt']:.0f}; both tools' batches identical: {st['same_batches']}; "
+                f"per-step rows identical: {out.get('same_steps')}"
             )
+            if r := ratios(out):
+                lines.append(f"{row} clo-mlx vs mlx-lm-lora: {r}")
     return "\n".join(lines)
 
 
@@ -465,9 +592,11 @@ if __name__ == "__main__":
         if cmd == "_build":
             worker_build(rest[0], rest[1])
         elif cmd == "_clo":
+            base.BATCH = int(rest[4])
             _sorted_order_clo()
             base.worker_clo(rest[0], rest[1], rest[2], int(rest[3]), False, None)
         elif cmd == "_peer":
+            base.BATCH = int(rest[4])
             _sorted_order_peer()
             base.worker_peer(rest[0], rest[1], rest[2], int(rest[3]))
         else:

@@ -56,8 +56,8 @@ def load_pairs(data: Path) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
 
 def calibrate(pairs: dict) -> dict:
     """Per language and source-length bin: the hard band [low, high] from the ratio quantiles
-    with a margin, and the soft edge: the lowest quantile in SOFT_QS at which the band catches
-    >= 97% of truncated calibration references (0: the hard band alone does)."""
+    with a margin, and the soft edge (`soft_edge`) from the calibration references truncated
+    to 40%."""
     bands = {}
     for lang in LANGS:
         rows = [
@@ -71,12 +71,7 @@ def calibrate(pairs: dict) -> dict:
             ratio = np.array([t / s for s, t, _, _ in part])
             low, high = np.quantile(ratio, [LOW_Q, HIGH_Q]) * [1 - MARGIN, 1 + MARGIN]
             trunc = [(c / s, ends) for s, _, c, ends in part if s >= 20]
-            soft = low
-            for q in SOFT_QS:
-                soft = max(low, float(np.quantile(ratio, q))) if q else low
-                caught = np.mean([r < low or (r < soft and ends) for r, ends in trunc])
-                if caught >= 0.97:
-                    break
+            soft = soft_edge(ratio, trunc, float(low))
             entries.append(
                 {"max_src": edge, "low": round(float(low), 3), "soft": round(float(soft), 3),
                  "high": round(float(high), 3), "n": len(part)}
@@ -84,6 +79,23 @@ def calibrate(pairs: dict) -> dict:
             lo_edge = edge
         bands[lang] = entries
     return bands
+
+
+def soft_edge(ratio: np.ndarray, trunc: list[tuple[float, bool]], low: float) -> float:
+    """The lowest ratio quantile in SOFT_QS below which `low` plus the truncated rule (ratio
+    below the edge and the source's final punctuation gone) catches >= 97% of `trunc` (ratio of
+    a truncated reference, whether its source ends a sentence); where none does (truncations
+    of sources without final punctuation stay uncaught), the lowest that catches the most: a
+    wider edge would reject more complete references and catch nothing more."""
+    soft, best = low, -1.0
+    for q in SOFT_QS:
+        cand = max(low, float(np.quantile(ratio, q))) if q else low
+        caught = float(np.mean([r < low or (r < cand and ends) for r, ends in trunc]))
+        if caught > best + 1e-9:
+            soft, best = cand, caught
+        if caught >= 0.97:
+            break
+    return soft
 
 
 def truncate(text: str, frac: float = 0.4) -> str:

@@ -106,13 +106,16 @@ class MemoryChoice:
     default: bool = False  # the settings a run without a budget would use
 
 
-def model_shape(model) -> ModelShape:
-    """The shape facts the estimate needs, read from an mlx-lm model (trainable = after LoRA)."""
+def model_shape(model, trainable: int | None = None) -> ModelShape:
+    """The shape facts the estimate needs, read from an mlx-lm model. `trainable`: the trainable
+    parameter count to assume (e.g. of the adapters not yet attached); default the model's own."""
     from mlx.utils import tree_flatten
 
     args = model.args
     params = tree_flatten(model.parameters())
     floats = [v for _, v in params if mx.issubdtype(v.dtype, mx.floating)]
+    if trainable is None:
+        trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     return ModelShape(
         hidden=args.hidden_size,
         layers=args.num_hidden_layers,
@@ -120,9 +123,14 @@ def model_shape(model) -> ModelShape:
         heads=args.num_attention_heads,
         vocab=args.vocab_size,
         weight_bytes=sum(v.nbytes for _, v in params),
-        trainable=sum(v.size for _, v in tree_flatten(model.trainable_parameters())),
+        trainable=trainable,
         itemsize=floats[0].itemsize if floats else 4,
     )
+
+
+def has_shape(model) -> bool:
+    """Whether the estimate applies: an mlx-lm transformer's args."""
+    return hasattr(getattr(model, "args", None), "intermediate_size")
 
 
 def pass_peak_bytes(
@@ -204,16 +212,15 @@ def default_budget() -> tuple[int | None, str]:
         return None, "unknown"
 
 
-def plan_memory(cfg, data, model) -> MemoryChoice:
-    """The choice for this run: its longest batch, its model, cfg.memory_budget_gb (or the
+def plan_memory(cfg, lengths: list[int], per_item: int, shape: ModelShape) -> MemoryChoice:
+    """The choice for this run: its longest item (`lengths`: tokens per pair or sequence;
+    `per_item`: sequences per item, 2 for pairs), its model, cfg.memory_budget_gb (or the
     machine's), with the settings cfg gives kept."""
-    from .batching import AUTO_MICRO_BATCH_TOKENS, PairData, bucket_length
+    from .batching import AUTO_MICRO_BATCH_TOKENS, bucket_length
 
     budget = int(cfg.memory_budget_gb * 1e9) if cfg.memory_budget_gb else default_budget()[0]
-    per_item = 2 if isinstance(data, PairData) else 1
-    longest = max(data.length(i) for i in range(len(data))) - 1  # the model sees tokens[:-1]
+    longest = max(lengths) - 1  # the model sees tokens[:-1]
     padded = bucket_length(max(longest, 1), cfg.max_seq_length)
-    shape = model_shape(model)
     chunk = cfg.logprob_chunk_size
     chunk_bytes = None if chunk is None else max(1, chunk) * per_item * 4 * shape.vocab
     return choose_memory(
@@ -229,28 +236,53 @@ def plan_memory(cfg, data, model) -> MemoryChoice:
     )
 
 
-def fit_memory(cfg, data, model, console=None):
-    """cfg with the automatic memory settings resolved by plan_memory; one line says what was
-    chosen and why (a warning when the estimate exceeds the budget)."""
+# The settings a MemoryChoice depends on: a choice made for one config holds for another only
+# when these are the same.
+CHOICE_FIELDS = ("batch_size", "max_seq_length", "micro_batch_size", "grad_checkpoint",
+                 "logprob_chunk_size", "memory_budget_gb", "fine_tune_type", "lora_parameters",
+                 "num_layers")  # fmt: skip
+
+
+def choice_key(cfg) -> tuple:
+    return tuple(repr(getattr(cfg, f)) for f in CHOICE_FIELDS)
+
+
+def memory_line(choice: MemoryChoice) -> str:
+    """The one line a run prints about its choice (rich markup: yellow when it does not fit)."""
+    if choice.fits:
+        return f"memory: {choice.why}"
+    return f"[yellow]memory: {choice.why} (lower batch_size or max_seq_length; README: Memory on a Mac)"
+
+
+def apply_memory(cfg, choice: MemoryChoice, per_item: int, vocab: int):
+    """cfg with the automatic settings that `choice` resolved (the given ones are kept)."""
     import dataclasses
 
-    from .batching import PairData
-
-    if not hasattr(getattr(model, "args", None), "intermediate_size"):
-        return cfg  # not an mlx-lm transformer shape: nothing to estimate
-    choice = plan_memory(cfg, data, model)
     changes: dict = {"grad_checkpoint": choice.grad_checkpoint}
     if cfg.micro_batch_size is None and not choice.default:
         changes["micro_batch_size"] = choice.micro_batch_size
     if cfg.logprob_chunk_size is None and choice.head_chunk_bytes != HEAD_CHUNKS_BYTES[0]:
-        rows = choice.micro_batch_size * (2 if isinstance(data, PairData) else 1)
-        changes["logprob_chunk_size"] = max(
-            1, choice.head_chunk_bytes // (rows * 4 * model.args.vocab_size)
-        )
-    if console is not None:
-        style = "" if choice.fits else "[yellow]"
-        hint = (
-            "" if choice.fits else " (lower batch_size or max_seq_length; README: Memory on a Mac)"
-        )
-        console.print(f"{style}memory: {choice.why}{hint}", highlight=False)
+        rows = choice.micro_batch_size * per_item
+        changes["logprob_chunk_size"] = max(1, choice.head_chunk_bytes // (rows * 4 * vocab))
     return dataclasses.replace(cfg, **changes)
+
+
+def data_lengths(data) -> tuple[list[int], int]:
+    """(lengths, sequences per item) of PairData or SequenceData."""
+    from .batching import PairData
+
+    return [data.length(i) for i in range(len(data))], 2 if isinstance(data, PairData) else 1
+
+
+def fit_memory(cfg, data, model, console=None):
+    """cfg with the automatic memory settings resolved by plan_memory for the model as it is
+    (adapters attached); one line says what was chosen and why (a warning when the estimate
+    exceeds the budget). Runs choose before their reference pass (run.prepare); this is for a
+    Prepared made without that choice, or a config that changed a setting the choice depends on."""
+    if not has_shape(model):
+        return cfg  # not an mlx-lm transformer shape: nothing to estimate
+    lengths, per_item = data_lengths(data)
+    choice = plan_memory(cfg, lengths, per_item, model_shape(model))
+    if console is not None:
+        console.print(memory_line(choice), highlight=False)
+    return apply_memory(cfg, choice, per_item, model.args.vocab_size)

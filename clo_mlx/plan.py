@@ -15,17 +15,10 @@ from collections import Counter
 
 import mlx.core as mx
 
-from .batching import (
-    PairData,
-    bucket_length,
-    collate_pairs,
-    length_sorted_batches,
-    pair_lengths,
-    unit_batches,
-)
+from .batching import PairData, bucket_length, collate_pairs, pair_lengths, unit_batches
 from .config import TrainConfig
-from .memory import default_budget, plan_memory, wired_limit
-from .reference import make_logp_fn, queue_logps
+from .memory import default_budget, wired_limit
+from .reference import make_logp_fn, queue_logps, reference_batches
 from .run import check_output_folder, needs_reference, prepare, train_model
 
 
@@ -39,7 +32,7 @@ def time_reference_batch(prep, cfg: TrainConfig) -> dict:
     (seconds per padded token x the pass's padded tokens; compilation included: an upper bound)."""
     encoded = prep.train.encoded
     lengths = pair_lengths(encoded)
-    batches = length_sorted_batches(lengths, cfg.batch_size)
+    batches = reference_batches(encoded, cfg.batch_size)  # the run's own plan
 
     def padded(idx: list[int]) -> int:
         return 2 * len(idx) * bucket_length(max(lengths[i] for i in idx) - 1, cfg.max_seq_length)
@@ -99,9 +92,9 @@ def dry_run(cfg: TrainConfig, console=None, overwrite: bool = False) -> dict:
             cfg.iters * tokens_per_step / second["tokens_per_second"]
         )
         plan["peak_memory_gb"] = mx.get_peak_memory() / 1e9
-        choice = plan_memory(cfg, data, prep.model)  # what the run will choose (adapters attached)
-        plan["memory_estimate_gb"] = choice.estimate_bytes / 1e9
-        plan["memory_fits"], plan["memory_choice"] = choice.fits, choice.why
+        if (choice := prep.memory) is not None:  # made as the run makes it, before its reference
+            plan["memory_estimate_gb"] = choice.estimate_bytes / 1e9
+            plan["memory_fits"], plan["memory_choice"] = choice.fits, choice.why
     memory, what = machine_memory()
     plan["machine_memory_gb"] = memory / 1e9 if memory else None
     if cfg.memory_budget_gb:
@@ -129,7 +122,8 @@ def print_plan(plan: dict, cfg: TrainConfig, memory_kind: str, console) -> None:
     ]
     if "reference_estimate_seconds" in plan:
         lines.append(
-            f"reference pass: {plan['reference_batches']} batches; the largest "
+            f"reference pass: {plan['reference_batches']} batches of up to {cfg.batch_size} "
+            f"pairs (batch_size); the largest "
             f"({plan['reference_batch_pairs']} pairs) took {plan['reference_batch_seconds']:.1f} s"
             f" -> about {_duration(plan['reference_estimate_seconds'])} "
             "(upper bound: compilation included; a cached pass takes none)"

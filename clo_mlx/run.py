@@ -32,14 +32,23 @@ from .adapters import (
     load_arrays_into,
     load_weights_into,
 )
-from .batching import PairData, SequenceData
+from .batching import PairData, SequenceData, pair_lengths
 from .callbacks import Callbacks, Checkpointer, ConsoleLog, Evaluator, MetricsFile, TrainResult
 from .checkpoint import checkpoint_root, load_checkpoint, resumable_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Pair, load_splits
 from .io import WriteError, lock_folder, remove_stale_temporaries
 from .losses import SFT_KINDS, nll_weights
-from .memory import fit_memory
+from .memory import (
+    MemoryChoice,
+    apply_memory,
+    choice_key,
+    fit_memory,
+    has_shape,
+    memory_line,
+    model_shape,
+    plan_memory,
+)
 from .models import file_fingerprint, load_model, model_fingerprint
 from .reference import reference_logps, weight_dtypes, weights_digest
 from .reporting import eval_line, final_metrics, make_trackers
@@ -55,6 +64,8 @@ class Prepared:
     valid: PairData | None
     test: PairData | None
     reports: dict[str, TruncationReport]
+    memory: MemoryChoice | None = None  # memory_budget_gb's choice, made before the reference
+    memory_key: tuple | None = None  # memory.choice_key of the config it was made for
 
 
 def _console():
@@ -159,6 +170,7 @@ def prepare(
     check_trainable_fits(model, cfg)  # keys, layers, LoRA rank: before the reference pass
     if preflight is not None:
         preflight(model)
+    shape = planned_shape(model, cfg)  # before reference adapters are loaded into the model
     if ref_adapters:
         # With reference adapters (e.g. SFT -> DPO with the SFT model as reference) the model
         # carries them for the reference pass, then is loaded again without: never two copies.
@@ -176,6 +188,27 @@ def prepare(
         if not encoded[split]:
             raise ConfigError(f"{split}: no pairs left after fitting them into max_seq_length")
     check_batch_size(encoded["train"], cfg)
+    sft = None
+    if cfg.loss == "sft":
+        sft = SequenceData(sft_sequences(encoded["train"], cfg.sft["languages"]))
+    if sft is not None and len(sft) < cfg.batch_size:
+        raise ConfigError(
+            f"sft.languages={cfg.sft['languages']!r} leaves {len(sft)} sequences, "
+            f"fewer than batch_size={cfg.batch_size}"
+        )
+    if cfg.loss != "sft" and len(encoded["train"]) < cfg.batch_size:
+        raise ConfigError(
+            f"train has {len(encoded['train'])} items, fewer than batch_size={cfg.batch_size}"
+        )
+    # memory_budget_gb's choice, before the long part: settings that cannot fit are said now.
+    memory = None
+    if shape is not None:
+        if sft is not None:
+            lengths, per_item = [len(ids) for ids, _ in sft.seqs], 1
+        else:
+            lengths, per_item = pair_lengths(encoded["train"]), 2
+        memory = plan_memory(cfg, lengths, per_item, shape)
+        console.print(memory_line(memory), highlight=False)
 
     model.eval()
     # The reference pass only where the loss uses it.
@@ -183,17 +216,8 @@ def prepare(
     train_data = (
         pairs_of(model, encoded["train"], cfg, model_id, console, "train")
         if cfg.loss != "sft"
-        else SequenceData(sft_sequences(encoded["train"], cfg.sft["languages"]))
+        else sft
     )
-    if isinstance(train_data, SequenceData) and len(train_data) < cfg.batch_size:
-        raise ConfigError(
-            f"sft.languages={cfg.sft['languages']!r} leaves {len(train_data)} sequences, "
-            f"fewer than batch_size={cfg.batch_size}"
-        )
-    if len(train_data) < cfg.batch_size:
-        raise ConfigError(
-            f"train has {len(train_data)} items, fewer than batch_size={cfg.batch_size}"
-        )
     valid = (
         pairs_of(model, encoded["valid"], cfg, model_id, console, "valid")
         if "valid" in encoded
@@ -209,7 +233,20 @@ def prepare(
         model, tokenizer = load_model(
             cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
         )
-    return Prepared(model, tokenizer, train_data, valid, test, reports)
+    return Prepared(model, tokenizer, train_data, valid, test, reports, memory, choice_key(cfg))
+
+
+def planned_shape(model, cfg: TrainConfig):
+    """memory.ModelShape of `model` once cfg's adapters are attached (set up on a copy that
+    shares the weights, which stay untouched); None when there is nothing to estimate."""
+    if not has_shape(model):
+        return None
+    try:
+        probe = shallow_copy(model)
+        apply_trainable(probe, cfg)
+    except (TypeError, AttributeError, ValueError, copy.Error):
+        return None  # e.g. a model that already carries adapters: train_model chooses then
+    return model_shape(probe)
 
 
 def attach_adapters(model, cfg: TrainConfig, console=None) -> None:
@@ -317,7 +354,11 @@ def train_model(
     console = console or _console()
     main = distributed.is_main()  # under mlx.launch only rank 0 writes files and logs
     attach_adapters(prep.model, cfg, console)
-    cfg = fit_memory(cfg, prep.train, prep.model, console)  # memory_budget_gb
+    if prep.memory is not None and prep.memory_key == choice_key(cfg):
+        per_item = 2 if isinstance(prep.train, PairData) else 1
+        cfg = apply_memory(cfg, prep.memory, per_item, prep.model.args.vocab_size)
+    else:  # chosen now (and said now): a Prepared made by hand, or settings changed since
+        cfg = fit_memory(cfg, prep.train, prep.model, console)  # memory_budget_gb
     optimizer, start = None, 0
     if cfg.resume:
         optimizer = build_optimizer(cfg)

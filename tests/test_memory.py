@@ -189,3 +189,33 @@ def test_a_small_budget_makes_the_run_use_the_chosen_settings(learnable_llama, t
     assert "micro_batch_size 1, grad_checkpoint on" in line and "does NOT fit" in line
     ckpt, _ = find_checkpoint(cfg.adapter_path)
     assert ckpt.config["micro_batch_size"] == 1 and ckpt.config["grad_checkpoint"] is True
+
+
+def test_settings_that_cannot_fit_are_said_before_the_reference_pass(
+    monkeypatch, tiny_llama, parallel_data, tmp_path
+):
+    """The choice is made and printed in the pre-flight: before the reference pass, once."""
+    import io
+
+    from rich.console import Console
+
+    from clo_mlx import reference
+    from clo_mlx.run import run_training
+
+    out, seen = io.StringIO(), []
+    real = reference.score_pairs
+
+    def spy(*a, **k):
+        seen.append(out.getvalue())  # what the user had read when the long pass started
+        return real(*a, **k)
+
+    monkeypatch.setattr(reference, "score_pairs", spy)
+    cfg = train_config(tiny_llama, parallel_data, tmp_path, iters=1, batch_size=4,
+                       micro_batch_size=4, grad_checkpoint=False, memory_budget_gb=1e-6,
+                       steps_per_eval=100)  # fmt: skip
+    _, result = run_training(cfg, console=Console(file=out, width=200))
+    assert len(seen) == 2  # train and valid
+    want = "memory: micro_batch_size 4, grad_checkpoint off"
+    assert want in seen[0] and "does NOT fit the memory budget of 0.0 GB" in seen[0]
+    assert out.getvalue().count("memory: ") == 1  # the run does not choose a second time
+    assert len(result.reports) == 1  # and it trained with the settings it was given

@@ -399,6 +399,12 @@ _EXTRA_EN = {"biennial": 2, "triennial": 3, "freshman": 1, "sophomore": 2, "juni
              "teenagers": 10, "annual": 1, "yearly": 1, "weekly": 7, "fortnight": 14,
              "duo": 2, "trio": 3, "thirds": 3, "quarters": 4, "fifths": 5, "tenths": 10}  # fmt: skip
 _TENS_VALUES = {20 + 10 * i for i in range(8)}
+# "100 percent" as a degree ("100 percent certain"): translators write "completely".
+_CERTAIN = re.compile(
+    r"\s*(?:%|per\s?cent)\s+(?:sure|certain|confident|convinced|committed|behind|right|"
+    r"correct|true|honest|fit|focused|clear|safe|accurate|guaranteed)\b",
+    re.I,
+)
 
 
 def _metric(values: set[float], unit: str) -> set[float]:
@@ -456,6 +462,9 @@ def source_numbers(text: str, lang: str = "") -> Numbers:
                 vals.add(float(int(year.group(1)[:2] + tok)))
             elif re.search(r"(?:[A-Za-z]|')$", text[: m.start()]):  # SS19, '19 = 2019
                 vals.add(float(2000 + int(tok)))
+        if tok == "100" and _CERTAIN.match(text, m.end()):
+            optional.add(100.0)  # "100 percent certain" = "sure in every way"
+            continue
         unit = _UNIT.match(text, m.end()) or _RANGE_UNIT.match(text, m.end())
         # 385 miles = 620 km, 80 degrees = 27 °C: translators convert
         conv = _metric(vals, unit.group(1)) if unit else set()
@@ -556,12 +565,14 @@ _YO_ATOMS: dict[str, float] = {
     "ogofa": 120, "adoje": 130, "ogoje": 140, "adojo": 150, "ogojo": 160, "adosan": 170,
     "ogosan": 180, "adowa": 190, "igba": 200, "odunrun": 300, "odurun": 300, "odun": 300,
     "irinwo": 400, "edegbeta": 500, "egbeta": 600, "edegberin": 700, "egberin": 800,
-    "edegberun": 900, "egberun": 1e3, "egba": 2e3, "oke": 2e4, "milionu": 1e6,
+    "edegberun": 900, "egberun": 1e3, "edegbefa": 1100, "egbefa": 1200, "edegbeje": 1300,
+    "egbeje": 1400, "edegbejo": 1500, "egbejo": 1600, "edegbesan": 1700, "egbesan": 1800,
+    "edegba": 1900, "egba": 2e3, "oke": 2e4, "milionu": 1e6,
     "bilionu": 1e9, "abo": 0.5,
 }  # fmt: skip
 # ordinals: ikeji, ekeji, elekeji (the second), ikerinla (14th)
 _YO_ATOMS.update({p + w: v for w, v in list(_YO_ATOMS.items()) if w[0] == "k" for p in ("i", "e", "ele")})  # fmt: skip
-_YO_SCALES = {"egberun": 1e3, "milionu": 1e6, "bilionu": 1e9}
+_YO_SCALES = {"egberun": 1e3, "oke": 2e4, "milionu": 1e6, "bilionu": 1e9}  # oke: ọ̀kẹ́ méjì = 40,000
 _YO_ALONE_NOT = {"odun", "oke", "orin", "abo"}  # alone: "year", "hill", "song", "female"
 _YO_JOINS = ("le", "din", "lona", "ku", "ati", "o")
 # le l-ogun, le n-igba (ní elided); ku iseju marun (minutes); ogbon-ojo (day); aago mejo owuro ku (morning)
@@ -651,6 +662,17 @@ def yoruba_numbers(text: str) -> tuple[set[float], int]:
             if found:
                 values |= found
                 read[i:j] = [True] * (j - i)
+    # a counted noun inside the number: ọgbọ̀n ọdún ó lé mẹ́rin = 30 years and 4 = 34
+    for k in range(1, len(words) - 1):
+        rest = 2 if words[k + 1 : k + 3] == ["o", "le"] else int(words[k + 1] in ("le", "ole"))
+        if not rest or not _yo_split(words[k - 1]) or words[k] in _YO_JOINS:
+            continue
+        tail = k + 1 + rest
+        for i in range(max(0, k - 5), k):
+            for j in range(tail + 1, min(tail + 5, len(words)) + 1):
+                if not all(_yo_split(w) for w in words[i:k] + words[tail:j]):
+                    break
+                values |= _yo_values("".join(words[i:k] + ["le"] + words[tail:j]), alone=False)
     if re.search(r"\bati aabo\b", _strip_marks(text.casefold())):  # "and a half": 9:30
         values |= {0.5, 30.0}
     stems = "ogun|ogbon|ogoji|adota|ogota|adorin|ogorin|adorun|ogorun|egberun|irinwo|egbeta|egberin"
