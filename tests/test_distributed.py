@@ -129,15 +129,9 @@ ITERS = 24
 @pytest.fixture(scope="module")
 def clo_single(two_ranks, tmp_path_factory, learnable_llama):
     """Data, a config (CLO, micro-batches of 1 pair, 2-step gradient accumulation, from random
-    non-zero adapters) and its single-process run, in this process: the ranks inherit its BLAS
-    and its one BLAS thread (conftest.py), so the reference caches can be compared byte for
-    byte."""
-    import io
-
-    from rich.console import Console
-
+    non-zero adapters) and its single-process run, as a subprocess with the ranks' environment
+    (same BLAS and threads, so the reference caches can be compared byte for byte)."""
     from clo_mlx.config import build_config
-    from clo_mlx.run import run_training
 
     tmp = tmp_path_factory.mktemp("clo")
     data = tmp / "data"
@@ -167,7 +161,14 @@ def clo_single(two_ranks, tmp_path_factory, learnable_llama):
     cfg = write_config(
         tmp / "single.yaml", **base, adapter_path=str(tmp / "single"), cache_dir=str(tmp / "c1")
     )
-    run_training(build_config(cfg), console=Console(file=io.StringIO()))
+    r = subprocess.run(
+        cli("train", "-c", str(cfg)),
+        env=rank_env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
     return tmp, base
 
 
