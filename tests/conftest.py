@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +31,26 @@ def pytest_configure(config) -> None:
         from clo_mlx.blas import ensure_fast_blas
 
         ensure_fast_blas()
+
+
+def pytest_pyfunc_call(pyfuncitem):
+    """A test marked `reference_blas` asserts results that are exact on mlx-cpu's own reference
+    BLAS only (OpenBLAS rounds a matmul differently by shape): while this process runs with
+    OpenBLAS, it runs in a child pytest on the reference BLAS instead."""
+    from clo_mlx import blas
+
+    lib = os.environ.get(blas.MARKER_ENV)
+    if pyfuncitem.get_closest_marker("reference_blas") is None or not lib:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != blas.MARKER_ENV}
+    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and p != lib]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    env[blas.OPT_OUT_ENV] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    run = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, f"on the reference BLAS:\n{run.stdout[-5000:]}{run.stderr[-2000:]}"
+    return True
 
 
 EN_PROMPTS = [
@@ -199,8 +220,6 @@ def cli_run(monkeypatch, capsys):
     script's entry point, with its error handling), as a CompletedProcess. No interpreter start
     and no torch/transformers import per call; an exception other than a clean exit fails the
     test with its traceback. The real console script is run as a subprocess by a few tests."""
-    import subprocess
-
     import cli.main
     import clo_mlx.blas
 

@@ -306,3 +306,12 @@ def test_the_tests_run_with_openblas_like_the_cli(tmp_path):
     active = next(ln.split()[-1] for ln in proc.stdout.splitlines() if "ACTIVE" in ln)
     assert "openblas" in Path(active).name and active not in bundled_reference_blas()
     assert proc.stdout.count("passed") == 1  # one session: the re-exec came before any output
+
+
+@pytest.mark.reference_blas
+def test_a_reference_blas_test_runs_on_the_reference_blas():
+    """conftest.py runs a test marked `reference_blas` in a child on mlx-cpu's own BLAS while
+    the test process runs with OpenBLAS."""
+    if blas.reference_blas_path() is None:
+        pytest.skip("mlx here does not bundle the reference BLAS")
+    assert blas.is_reference(blas.active_blas()), blas.active_blas()
