@@ -9,7 +9,10 @@ Should mlx's internals change, it still launches and exits as `mlx.launch` does.
 
 from __future__ import annotations
 
+import os
+import select
 import signal
+import stat
 import sys
 
 
@@ -20,8 +23,35 @@ def _first_ctrl_c(signum, frame) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _select_output_first(rlist, wlist, xlist, timeout=None):
+    """select() for mlx.launch's relay threads. They ask for the ranks' stdin pipes, which are
+    always writable, so their select never waits and each thread spins a CPU core that the ranks
+    need. Wait for output (or the timeout) first, then report which pipes take input."""
+    if not wlist or not timeout:
+        return select.select(rlist, wlist, xlist, timeout)
+    readable, _, errors = select.select(rlist, [], xlist, timeout)
+    _, writable, _ = select.select([], wlist, [], 0)
+    return readable, writable, errors
+
+
+def _stdin_is_devnull() -> bool:
+    try:
+        st, null = os.fstat(0), os.stat(os.devnull)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+
+
 def main() -> int:
     from mlx._distributed_utils import launch
+
+    if getattr(launch, "select", None) is select.select:
+        launch.select = _select_output_first
+    if _stdin_is_devnull():
+        # /dev/null is always readable (EOF), so mlx.launch's input relay loop would spin on it;
+        # an open pipe that never gets data waits instead (there is nothing to relay either way).
+        read_end, _ = os.pipe()
+        os.dup2(read_end, 0)
 
     statuses: dict[int, tuple] = {}
     cls = getattr(launch, "RemoteProcess", None)

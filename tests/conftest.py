@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,44 @@ from clo_mlx.tiny import DEFAULT_TEXT, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config) -> None:
+    """Run the tests with the BLAS `clo-mlx` itself runs with (clo_mlx/blas.py): on Linux CPUs
+    the process re-executes itself with OpenBLAS preloaded, before any output or any import of
+    mlx. The in-process training and scoring tests are BLAS-bound (the demo test: 130 s with
+    mlx-cpu's reference BLAS, 25 s with OpenBLAS). Only when this process is pytest itself, not
+    pytest.main() inside another program; CLO_MLX_NO_FAST_BLAS=1 turns it off."""
+    # One BLAS thread (as the 2-rank tests use): the tests share the cores with torch and with
+    # subprocesses, and a 2-thread OpenBLAS splits a matmul's sums by shape, which moves the
+    # micro-batch equivalence test (1, 3 or 8 pairs per pass) past its 1e-4 tolerance.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    entry = Path(sys.argv[0])  # `pytest`, `py.test` or `python -m pytest` (.../pytest/__main__.py)
+    if entry.name.startswith(("pytest", "py.test")) or entry.parent.name == "pytest":
+        from clo_mlx.blas import ensure_fast_blas
+
+        ensure_fast_blas()
+
+
+def pytest_pyfunc_call(pyfuncitem):
+    """A test marked `reference_blas` asserts results that are exact on mlx-cpu's own reference
+    BLAS only (OpenBLAS rounds a matmul differently by shape): while this process runs with
+    OpenBLAS, it runs in a child pytest on the reference BLAS instead."""
+    from clo_mlx import blas
+
+    lib = os.environ.get(blas.MARKER_ENV)
+    if pyfuncitem.get_closest_marker("reference_blas") is None or not lib:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != blas.MARKER_ENV}
+    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and p != lib]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    env[blas.OPT_OUT_ENV] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    run = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, f"on the reference BLAS:\n{run.stdout[-5000:]}{run.stderr[-2000:]}"
+    return True
+
 
 EN_PROMPTS = [
     "How many legs does a spider have?",
@@ -171,6 +212,35 @@ def np_pair_logps(model, tokenizer, pairs):
             ids, start = encode_pair(tokenizer, p.prompt, response)
             logps[i, j], counts[i, j] = np_response_logp(model, ids, start)
     return logps, counts
+
+
+@pytest.fixture
+def cli_run(monkeypatch, capsys):
+    """`cli_run(*args)`: `clo-mlx ARGS` in this process through `cli.main.main` (the console
+    script's entry point, with its error handling), as a CompletedProcess. No interpreter start
+    and no torch/transformers import per call; an exception other than a clean exit fails the
+    test with its traceback. The real console script is run as a subprocess by a few tests."""
+    import cli.main
+    import clo_mlx.blas
+
+    # This process already has its BLAS (see pytest_configure): no re-exec, no line about it.
+    monkeypatch.setattr(clo_mlx.blas, "ensure_fast_blas", lambda *a, **k: None)
+    monkeypatch.delenv("CLO_MLX_DEBUG", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what main() sets, undone after the test
+
+    def run(*args) -> subprocess.CompletedProcess:
+        args = [str(a) for a in args]
+        monkeypatch.setattr(sys, "argv", ["clo-mlx", *args])
+        capsys.readouterr()
+        try:
+            cli.main.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["clo-mlx", *args], code, out.out, out.err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

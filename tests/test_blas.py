@@ -288,3 +288,30 @@ def test_the_openblas_line_is_shown_once(tmp_path):
     assert first.stderr.count("using OpenBLAS") == 1
     assert "using OpenBLAS" not in second.stderr
     assert "[optimized]" in second.stdout  # still re-executed with it
+
+
+@NEEDS_OPENBLAS
+def test_the_tests_run_with_openblas_like_the_cli(tmp_path):
+    """conftest.py re-executes `python -m pytest` with the OpenBLAS the CLI would preload (the
+    in-process training tests are BLAS-bound): a test sees it mapped."""
+    test = tmp_path / "test_which_blas.py"
+    test.write_text(
+        "from clo_mlx.blas import active_blas\n"
+        "def test_blas():\n"
+        "    print('ACTIVE', active_blas())\n"
+    )
+    (tmp_path / "conftest.py").write_text((Path(__file__).parent / "conftest.py").read_text())
+    proc = _run(["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(test)], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    active = next(ln.split()[-1] for ln in proc.stdout.splitlines() if "ACTIVE" in ln)
+    assert "openblas" in Path(active).name and active not in bundled_reference_blas()
+    assert proc.stdout.count("passed") == 1  # one session: the re-exec came before any output
+
+
+@pytest.mark.reference_blas
+def test_a_reference_blas_test_runs_on_the_reference_blas():
+    """conftest.py runs a test marked `reference_blas` in a child on mlx-cpu's own BLAS while
+    the test process runs with OpenBLAS."""
+    if blas.reference_blas_path() is None:
+        pytest.skip("mlx here does not bundle the reference BLAS")
+    assert blas.is_reference(blas.active_blas()), blas.active_blas()

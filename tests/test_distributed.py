@@ -226,7 +226,49 @@ def test_batch_that_does_not_divide_is_a_clear_error(monkeypatch):
         distributed.check_batch_divides(4, 1, "items")
 
 
+def test_launcher_select_waits_for_output_instead_of_spinning():
+    """mlx.launch's relay threads select on the ranks' stdin pipes, which are always writable:
+    the wrapper waits for output (or the timeout) and still reports the pipe writable."""
+    from clo_mlx.launch import _select_output_first
+
+    r, w = os.pipe()
+    try:
+        t = time.monotonic()
+        assert _select_output_first([r], [w], [], 0.3) == ([], [w], [])
+        assert time.monotonic() - t >= 0.25  # plain select returns at once here
+        os.write(w, b"x")
+        t = time.monotonic()
+        assert _select_output_first([r], [w], [], 5.0) == ([r], [w], [])
+        assert time.monotonic() - t < 2.0
+    finally:
+        os.close(r), os.close(w)
+
+
 # ----------------------------------------------------------------------------- 2 ranks
+
+
+@pytest.mark.slow
+def test_launcher_does_not_spin_while_ranks_run(two_ranks, tmp_path):
+    """2 ranks that sleep 3 s, stdin /dev/null (as under nohup, cron or CI): the launcher and
+    the ranks together use well under a CPU second (mlx.launch alone spun ~2 s: its relay
+    threads and its stdin loop never waited)."""
+    import resource
+
+    script = tmp_path / "sleep.py"
+    script.write_text("import time\ntime.sleep(3)\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(
+        launcher(sys.executable, str(script)),
+        env=rank_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"launcher + 2 sleeping ranks over 3 s: {cpu:.2f} CPU s")
+    assert cpu < 1.0, cpu
 
 
 @pytest.mark.slow

@@ -1,14 +1,17 @@
 """Issue 16 (speed at real scale): the faster paths keep the numbers they had before."""
 
+import json
 import math
+import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import np_response_logp, parallel_rows, train_config, write_jsonl
+from conftest import REPO, np_response_logp, parallel_rows, train_config, write_jsonl
 
 from clo_mlx.run import run_training
 
@@ -46,8 +49,45 @@ GOLDEN_REPORTS = [
 ]
 
 
-@pytest.fixture
-def golden_run(learnable_llama, tmp_path):
+# The golden values were recorded with mlx-cpu's own reference BLAS, in the test process. The
+# test process now runs with OpenBLAS (conftest.py), whose float rounding differs: they are
+# computed again in one child process on the reference BLAS.
+CHILD = "import json, sys, test_perf; print(json.dumps(test_perf.golden_values(*sys.argv[1:])))"
+
+
+def golden_values(learnable_llama: str, tiny_llama: str, tiny_qwen2: str, tmp: str) -> dict:
+    """What the golden tests compare: the fixed-seed run's reports, the reference caches."""
+    tmp = Path(tmp)
+    _, result = run_training(golden_run(Path(learnable_llama), tmp / "run"))
+    models = {"tiny_llama": tiny_llama, "tiny_qwen2": tiny_qwen2}
+    return {
+        "reports": result.reports,
+        **{name: cache_digest(path, tmp / name) for name, path in models.items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def on_reference_blas(learnable_llama, tiny_llama, tiny_qwen2, tmp_path_factory) -> dict:
+    from clo_mlx import blas
+
+    env = dict(os.environ)
+    lib = env.pop(blas.MARKER_ENV, None)
+    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and p != lib]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    env[blas.OPT_OUT_ENV] = "1"
+    tests = str(Path(__file__).parent)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), tests, env.get("PYTHONPATH", "")])
+    paths = [str(p) for p in (learnable_llama, tiny_llama, tiny_qwen2)]
+    tmp = str(tmp_path_factory.mktemp("golden"))
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, *paths, tmp], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def golden_run(learnable_llama: Path, tmp_path: Path):
     write_jsonl(tmp_path / "data" / "train.jsonl", parallel_rows(8))
     return train_config(
         learnable_llama,
@@ -66,16 +106,16 @@ def golden_run(learnable_llama, tmp_path):
     )
 
 
-def test_step_metrics_are_those_logged_before_the_change(golden_run):
-    _, result = run_training(golden_run)
-    assert len(result.reports) == len(GOLDEN_REPORTS)
-    for got, want in zip(result.reports, GOLDEN_REPORTS, strict=True):
+def test_step_metrics_are_those_logged_before_the_change(on_reference_blas):
+    reports = on_reference_blas["reports"]
+    assert len(reports) == len(GOLDEN_REPORTS)
+    for got, want in zip(reports, GOLDEN_REPORTS, strict=True):
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (want["step"], key)
         assert got["tokens_per_second"] > 0 and got["peak_memory_gb"] > 0
     # Hand-derived: the first update is at step 2 (accumulation 2), so steps 1-2 run the base
     # = the reference: rewards 0, DPO loss ln 2, loss = 0.5 * NLL + 0.5 * ln 2 (lambda 0.5).
-    first = result.reports[0]
+    first = reports[0]
     assert first["loss/dpo"] == pytest.approx(math.log(2), rel=1e-6)
     assert first["loss"] == pytest.approx(0.5 * first["nll/target"] + 0.5 * math.log(2), rel=1e-6)
     assert first["rewards/margins"] == 0.0
@@ -135,8 +175,8 @@ GOLDEN_CACHE = {
     reason="the golden bytes were recorded on the Linux x86-64 CPU backend",
 )
 @pytest.mark.parametrize("fixture", sorted(GOLDEN_CACHE))
-def test_reference_cache_is_byte_identical_to_before(fixture, request, tmp_path):
-    assert cache_digest(request.getfixturevalue(fixture), tmp_path) == GOLDEN_CACHE[fixture]
+def test_reference_cache_is_byte_identical_to_before(fixture, on_reference_blas):
+    assert tuple(on_reference_blas[fixture]) == GOLDEN_CACHE[fixture]
 
 
 def test_reference_logps_match_a_plain_forward_per_sequence(tiny_qwen2, tmp_path):
@@ -157,10 +197,7 @@ def test_reference_logps_match_a_plain_forward_per_sequence(tiny_qwen2, tmp_path
 # ----------------------------------------------------------------------------- train --dry-run
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, tmp_path):
-    import os
-    import subprocess
-
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, tmp_path, cli_run):
     from clo_mlx.data import load_splits
     from clo_mlx.models import load_model
     from clo_mlx.plan import dry_run
@@ -181,18 +218,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_llama, parallel_data, t
     assert plan["memory_budget_gb"] == plan["machine_memory_gb"] and plan["memory_fits"]
     assert not (tmp_path / "ad").exists() and not (tmp_path / "cache").exists()
 
-    cli = [sys.executable, "-c", "from cli.main import main; main()", "train"]
-    cli += ["--model", str(tiny_llama)]
+    cli = ["train", "--model", str(tiny_llama)]
     cli += ["--data", str(parallel_data), "--adapter-path", str(tmp_path / "ad2")]
     cli += ["--cache-dir", str(tmp_path / "c2"), "--batch-size", "3", "--dry-run"]
-    env = {**os.environ, "CLO_MLX_NO_FAST_BLAS": "1"}
-    bad = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+    bad = cli_run(*cli)
     assert bad.returncode == 2 and "batch_size=3" in bad.stderr
     assert "Traceback" not in bad.stderr
     budget = ["--memory-budget-gb", "0.000001"]  # fits nothing: the smallest settings, flagged
-    good = subprocess.run(
-        cli[:-2] + ["4", "--dry-run", *budget], capture_output=True, text=True, env=env
-    )
+    good = cli_run(*cli[:-2], "4", "--dry-run", *budget)
     assert good.returncode == 0, good.stderr
     assert "dry run: pairs train 16, valid 8" in good.stderr
     assert "nothing was written" in good.stderr

@@ -41,6 +41,31 @@ def real(request, tmp_path_factory) -> dict[str, dict[str, Path]]:
 _CACHE: dict = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tokenizers_loaded_once_per_folder():
+    """The real vocabularies take seconds per tokenizer load (transformers parses the 8-19 MB
+    tokenizer.json about ten times): clo-mlx's own loader runs once per folder and file state,
+    and later loads of the same files (run_training, score, fuse, eval, load_model) get its
+    result. Nothing in clo-mlx changes a loaded tokenizer."""
+    import clo_mlx.models
+
+    real = clo_mlx.models.load_tokenizer_checked
+    loaded: dict = {}
+
+    def once(path, trust_remote_code=False):
+        path = Path(path).resolve()
+        files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                      for f in sorted(path.iterdir()) if f.suffix != ".safetensors")  # fmt: skip
+        key = (str(path), trust_remote_code, files)
+        if key not in loaded:
+            loaded[key] = real(path, trust_remote_code)
+        return loaded[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(clo_mlx.models, "load_tokenizer_checked", once)
+        yield
+
+
 def cached(kind: str, path: Path):
     """Load once per session (the real vocabularies make tokenizer loading take seconds)."""
     key = (kind, str(path))

@@ -188,13 +188,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_adapters(tiny_llama, parallel
 GOOD = parallel_rows(1)[0]
 
 
-def _cli(args, cwd=None):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd)
+def _cli(*args):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True)
 
 
-def _cli_train(model, data, adapters, *extra):
-    return _cli(
-        [
+BAD_DATA_IN_A_SUBPROCESS = ":1: malformed JSON"
+
+
+def _cli_train(model, data, adapters, *extra, cli=_cli):
+    return cli(
+        *[
             "train",
             "--model",
             str(model),
@@ -227,32 +230,36 @@ def _cli_train(model, data, adapters, *extra):
         ),
     ],
 )
-def test_bad_data_is_reported_with_file_line_field(tiny_llama, tmp_path, content, expected):
+def test_bad_data_is_reported_with_file_line_field(
+    tiny_llama, tmp_path, cli_run, content, expected
+):
     data = tmp_path / "d.jsonl"
     data.write_bytes(content + b"\n")
-    run = _cli_train(tiny_llama, data, tmp_path / "a")
+    # The first case through the console script's process, the others in this process.
+    cli = _cli if expected == BAD_DATA_IN_A_SUBPROCESS else cli_run
+    run = _cli_train(tiny_llama, data, tmp_path / "a", cli=cli)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert f"{data}{expected}" in run.stderr
     assert not (tmp_path / "a").exists()  # nothing started
 
 
-def test_bad_config_model_and_adapters_are_reported(tiny_llama, parallel_data, tmp_path):
+def test_bad_config_model_and_adapters_are_reported(tiny_llama, parallel_data, tmp_path, cli_run):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model: {tiny_llama}\ndata: {parallel_data}\nlearning_rte: 0.1\n")
-    run = _cli(["train", "-c", str(cfg)])
+    run = cli_run(*["train", "-c", str(cfg)])
     assert run.returncode == 2 and "unknown config key 'learning_rte'" in run.stderr
     assert "Did you mean 'learning_rate'?" in run.stderr
 
     no_weights = tmp_path / "m"
     no_weights.mkdir()
     (no_weights / "config.json").write_text("{}")
-    run = _cli(["train", "--model", str(no_weights), "--data", str(parallel_data)])
+    run = cli_run(*["train", "--model", str(no_weights), "--data", str(parallel_data)])
     assert run.returncode == 2 and f"{no_weights}: no *.safetensors weights" in run.stderr
     (no_weights / "model.safetensors").write_bytes((tiny_llama / "model.safetensors").read_bytes())
-    run = _cli(["train", "--model", str(no_weights), "--data", str(parallel_data)])
+    run = cli_run(*["train", "--model", str(no_weights), "--data", str(parallel_data)])
     assert run.returncode == 2 and "no tokenizer files" in run.stderr
 
-    run = _cli(["train", "--model", str(tmp_path / "nope"), "--data", str(parallel_data)])
+    run = cli_run(*["train", "--model", str(tmp_path / "nope"), "--data", str(parallel_data)])
     assert run.returncode == 2 and "not in the local Hugging Face cache" in run.stderr
 
     # Adapters trained on the tiny Llama, applied to models of other shapes.
@@ -267,8 +274,8 @@ def test_bad_config_model_and_adapters_are_reported(tiny_llama, parallel_data, t
     train_cfg = train_config(tiny_llama, parallel_data, tmp_path, iters=1, batch_size=4)
     run_training(train_cfg)
     out = tmp_path / "s.jsonl"
-    run = _cli(
-        [
+    run = cli_run(
+        *[
             "score",
             "--model",
             str(narrow),
@@ -282,8 +289,8 @@ def test_bad_config_model_and_adapters_are_reported(tiny_llama, parallel_data, t
     )
     assert run.returncode == 2 and "adapters do not fit this model" in run.stderr, run.stderr
     assert "shape" in run.stderr and not out.exists()
-    run = _cli(
-        [
+    run = cli_run(
+        *[
             "generate",
             "--model",
             str(shallow),
@@ -297,7 +304,7 @@ def test_bad_config_model_and_adapters_are_reported(tiny_llama, parallel_data, t
     assert "model.layers.1." in run.stderr
 
 
-def test_too_long_rows_are_counted_and_reported(tiny_llama, tmp_path):
+def test_too_long_rows_are_counted_and_reported(tiny_llama, tmp_path, cli_run):
     rows = parallel_rows(6)
     rows[0]["prompt_en"] = "Name three colours. " * 40
     rows[1]["response_tgt"] = "Nyekundu. " * 80
@@ -314,6 +321,7 @@ def test_too_long_rows_are_counted_and_reported(tiny_llama, tmp_path):
         "64",
         "--cache-dir",
         str(tmp_path / "c"),
+        cli=cli_run,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     err = " ".join(run.stderr.split())

@@ -207,6 +207,7 @@ def test_two_stage_method_continues_from_the_first_stage(tiny_llama, parallel_da
         np.testing.assert_array_equal(np.array(w1[k]), np.array(w2[k]))
 
 
+@pytest.mark.reference_blas  # zero rewards: the reference pass and the step agree bit for bit
 def test_sft_reference_stage_uses_the_first_stage_model(tiny_llama, parallel_data, tmp_path):
     """`reference: previous`: stage 2's reference log-probs are the SFT model's (checked per
     sequence), so with a zero learning rate its rewards stay at zero."""

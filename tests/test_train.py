@@ -1,8 +1,6 @@
 """Training runs on a tiny model: CLO learns the preferences; config values change what they should."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -127,35 +125,29 @@ def test_batches_keep_both_pairs_of_a_row_together(tiny_llama, parallel_data, tm
             assert sorted(p.kind for p in pairs if p.row == row) == ["en", "tgt"]
 
 
-def test_cli_train_with_config_then_score(tiny_llama, parallel_data, tmp_path):
+def test_cli_train_with_config_then_score(tiny_llama, parallel_data, tmp_path, cli_run):
     config = tmp_path / "c.yaml"
     config.write_text(
         f"model: {tiny_llama}\ndata: {parallel_data}\nadapter_path: {tmp_path / 'ad'}\n"
         f"cache_dir: {tmp_path / 'cache'}\niters: 4\nbatch_size: 2\nsteps_per_report: 2\n"
         "learning_rate: 1e-3\nlora_parameters: {rank: 2, scale: 4.0}\n"
     )
-    env_cmd = [sys.executable, "-c", "from cli.main import main; main()"]
-    run = subprocess.run([*env_cmd, "train", "-c", str(config)], capture_output=True, text=True)
+    run = cli_run("train", "-c", config)
     assert run.returncode == 0, run.stderr[-2000:]
     saved = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
     assert saved["iters"] == 4 and saved["lora_parameters"]["rank"] == 2
 
     out = tmp_path / "scores.jsonl"
-    run = subprocess.run(
-        [
-            *env_cmd,
-            "score",
-            "--model",
-            str(tiny_llama),
-            "--data",
-            str(parallel_data / "valid.jsonl"),
-            "--output",
-            str(out),
-            "--adapter-path",
-            str(tmp_path / "ad"),
-        ],
-        capture_output=True,
-        text=True,
+    run = cli_run(
+        "score",
+        "--model",
+        tiny_llama,
+        "--data",
+        parallel_data / "valid.jsonl",
+        "--output",
+        out,
+        "--adapter-path",
+        tmp_path / "ad",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [json.loads(x) for x in out.read_text().splitlines()]
