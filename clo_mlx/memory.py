@@ -106,16 +106,13 @@ class MemoryChoice:
     default: bool = False  # the settings a run without a budget would use
 
 
-def model_shape(model, trainable: int | None = None) -> ModelShape:
-    """The shape facts the estimate needs, read from an mlx-lm model. `trainable`: the trainable
-    parameter count to assume (e.g. of the adapters not yet attached); default the model's own."""
+def model_shape(model) -> ModelShape:
+    """The shape facts the estimate needs, read from an mlx-lm model (trainable = after LoRA)."""
     from mlx.utils import tree_flatten
 
     args = model.args
     params = tree_flatten(model.parameters())
     floats = [v for _, v in params if mx.issubdtype(v.dtype, mx.floating)]
-    if trainable is None:
-        trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     return ModelShape(
         hidden=args.hidden_size,
         layers=args.num_hidden_layers,
@@ -123,7 +120,7 @@ def model_shape(model, trainable: int | None = None) -> ModelShape:
         heads=args.num_attention_heads,
         vocab=args.vocab_size,
         weight_bytes=sum(v.nbytes for _, v in params),
-        trainable=trainable,
+        trainable=sum(v.size for _, v in tree_flatten(model.trainable_parameters())),
         itemsize=floats[0].itemsize if floats else 4,
     )
 
@@ -236,17 +233,6 @@ def plan_memory(cfg, lengths: list[int], per_item: int, shape: ModelShape) -> Me
     )
 
 
-# The settings a MemoryChoice depends on: a choice made for one config holds for another only
-# when these are the same.
-CHOICE_FIELDS = ("batch_size", "max_seq_length", "micro_batch_size", "grad_checkpoint",
-                 "logprob_chunk_size", "memory_budget_gb", "fine_tune_type", "lora_parameters",
-                 "num_layers")  # fmt: skip
-
-
-def choice_key(cfg) -> tuple:
-    return tuple(repr(getattr(cfg, f)) for f in CHOICE_FIELDS)
-
-
 def memory_line(choice: MemoryChoice) -> str:
     """The one line a run prints about its choice (rich markup: yellow when it does not fit)."""
     if choice.fits:
@@ -274,15 +260,15 @@ def data_lengths(data) -> tuple[list[int], int]:
     return [data.length(i) for i in range(len(data))], 2 if isinstance(data, PairData) else 1
 
 
-def fit_memory(cfg, data, model, console=None):
+def fit_memory(cfg, data, model, console=None, said: MemoryChoice | None = None):
     """cfg with the automatic memory settings resolved by plan_memory for the model as it is
     (adapters attached); one line says what was chosen and why (a warning when the estimate
-    exceeds the budget). Runs choose before their reference pass (run.prepare); this is for a
-    Prepared made without that choice, or a config that changed a setting the choice depends on."""
+    exceeds the budget), unless it is `said`: the choice run.prepare printed before the
+    reference pass (it differs only when a setting changed since, or prepare could not tell)."""
     if not has_shape(model):
         return cfg  # not an mlx-lm transformer shape: nothing to estimate
     lengths, per_item = data_lengths(data)
     choice = plan_memory(cfg, lengths, per_item, model_shape(model))
-    if console is not None:
+    if console is not None and choice != said:
         console.print(memory_line(choice), highlight=False)
     return apply_memory(cfg, choice, per_item, model.args.vocab_size)

@@ -41,8 +41,7 @@ from .io import WriteError, lock_folder, remove_stale_temporaries
 from .losses import SFT_KINDS, nll_weights
 from .memory import (
     MemoryChoice,
-    apply_memory,
-    choice_key,
+    data_lengths,
     fit_memory,
     has_shape,
     memory_line,
@@ -65,7 +64,6 @@ class Prepared:
     test: PairData | None
     reports: dict[str, TruncationReport]
     memory: MemoryChoice | None = None  # memory_budget_gb's choice, made before the reference
-    memory_key: tuple | None = None  # memory.choice_key of the config it was made for
 
 
 def _console():
@@ -204,7 +202,7 @@ def prepare(
     memory = None
     if shape is not None:
         if sft is not None:
-            lengths, per_item = [len(ids) for ids, _ in sft.seqs], 1
+            lengths, per_item = data_lengths(sft)
         else:
             lengths, per_item = pair_lengths(encoded["train"]), 2
         memory = plan_memory(cfg, lengths, per_item, shape)
@@ -233,7 +231,7 @@ def prepare(
         model, tokenizer = load_model(
             cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
         )
-    return Prepared(model, tokenizer, train_data, valid, test, reports, memory, choice_key(cfg))
+    return Prepared(model, tokenizer, train_data, valid, test, reports, memory)
 
 
 def planned_shape(model, cfg: TrainConfig):
@@ -354,11 +352,8 @@ def train_model(
     console = console or _console()
     main = distributed.is_main()  # under mlx.launch only rank 0 writes files and logs
     attach_adapters(prep.model, cfg, console)
-    if prep.memory is not None and prep.memory_key == choice_key(cfg):
-        per_item = 2 if isinstance(prep.train, PairData) else 1
-        cfg = apply_memory(cfg, prep.memory, per_item, prep.model.args.vocab_size)
-    else:  # chosen now (and said now): a Prepared made by hand, or settings changed since
-        cfg = fit_memory(cfg, prep.train, prep.model, console)  # memory_budget_gb
+    # memory_budget_gb: the same (pure, cheap) choice as prepare's, said again only if it changed
+    cfg = fit_memory(cfg, prep.train, prep.model, console, said=prep.memory)
     optimizer, start = None, 0
     if cfg.resume:
         optimizer = build_optimizer(cfg)
