@@ -142,6 +142,18 @@ def _join(first: str, rest: str | None) -> str:
     return first + (":" + rest if rest else "")
 
 
+def reference_blas_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` undone for a child process on mlx-cpu's reference BLAS: the OpenBLAS this process was
+    re-executed with taken out of LD_PRELOAD (other preloads kept), and the re-exec turned off."""
+    env = dict(env)
+    lib = env.pop(MARKER_ENV, None)
+    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and p != lib]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    env[OPT_OUT_ENV] = "1"
+    return env
+
+
 def _dist_libs(dist: str, folder: str, prefix: str) -> list[str]:
     """Existing files `folder/prefix*.so*` installed by distribution `dist`."""
     try:

@@ -42,11 +42,7 @@ def pytest_pyfunc_call(pyfuncitem):
     lib = os.environ.get(blas.MARKER_ENV)
     if pyfuncitem.get_closest_marker("reference_blas") is None or not lib:
         return None
-    env = {k: v for k, v in os.environ.items() if k != blas.MARKER_ENV}
-    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and p != lib]
-    if preload:
-        env["LD_PRELOAD"] = ":".join(preload)
-    env[blas.OPT_OUT_ENV] = "1"
+    env = blas.reference_blas_env(os.environ)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid]
     run = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, f"on the reference BLAS:\n{run.stdout[-5000:]}{run.stderr[-2000:]}"

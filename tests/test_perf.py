@@ -70,12 +70,7 @@ def golden_values(learnable_llama: str, tiny_llama: str, tiny_qwen2: str, tmp: s
 def on_reference_blas(learnable_llama, tiny_llama, tiny_qwen2, tmp_path_factory) -> dict:
     from clo_mlx import blas
 
-    env = dict(os.environ)
-    lib = env.pop(blas.MARKER_ENV, None)
-    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and p != lib]
-    if preload:
-        env["LD_PRELOAD"] = ":".join(preload)
-    env[blas.OPT_OUT_ENV] = "1"
+    env = blas.reference_blas_env(os.environ)
     tests = str(Path(__file__).parent)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), tests, env.get("PYTHONPATH", "")])
     paths = [str(p) for p in (learnable_llama, tiny_llama, tiny_qwen2)]
